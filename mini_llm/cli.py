@@ -1,0 +1,155 @@
+"""The mini-llm command: serve, check-config, route. Parses flags, calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .config import Config, find_config, load_config
+from .source import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mini-llm",
+        description="An embedded, routing-only LLM gateway driven by one YAML routing table.",
+    )
+    parser.add_argument("--version", action="version", version=f"mini-llm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = "routing table (default: $MINI_LLM_CONFIG, else ./mini-llm.yaml, else built-in)"
+
+    serve = commands.add_parser("serve", help="serve the routing table over HTTP")
+    serve.add_argument("-c", "--config", metavar="PATH", help=config_help)
+    serve.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, help="port to bind, 0 for any (default: server.port, 3333)"
+    )
+    serve.add_argument(
+        "--log-requests",
+        action="store_true",
+        default=None,
+        help="one access line per request on stderr (keys masked)",
+    )
+    serve.add_argument(
+        "--no-reload",
+        dest="reload",
+        action="store_false",
+        default=None,
+        help="do not watch the routing table for changes",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port (SO_REUSEPORT) (default: 1)",
+    )
+
+    check = commands.add_parser("check-config", help="validate the routing table and summarise it")
+    check.add_argument("-c", "--config", metavar="PATH", help=config_help)
+    check.add_argument("--json", action="store_true", help="print the facts as one JSON document")
+
+    route = commands.add_parser("route", help="explain how a model name resolves")
+    route.add_argument("model", metavar="MODEL")
+    route.add_argument("-c", "--config", metavar="PATH", help=config_help)
+    route.add_argument(
+        "--path",
+        default="/v1/chat/completions",
+        help="request path to build the URL for (default: /v1/chat/completions)",
+    )
+    route.add_argument("--json", action="store_true", help="print the facts as one JSON document")
+    return parser
+
+
+def _load(path_arg: str | None, *, as_json: bool) -> Config | None:
+    env = dict(os.environ)
+    path = find_config(path_arg, env)
+    try:
+        return load_config(path, env)
+    except ConfigError as exc:
+        if as_json:
+            doc = {
+                "valid": False,
+                "path": str(path),
+                "errors": [p.as_dict() for p in exc.problems],
+                "warnings": [],
+            }
+            print(json.dumps(doc, indent=2))
+        else:
+            # Plain print: one problem per line, never wrapped, so tools can parse it.
+            for problem in exc.problems:
+                print(problem)
+            print(f"{path}: {len(exc.problems)} error(s)", file=sys.stderr)
+        return None
+
+
+def check_config(path_arg: str | None, *, as_json: bool) -> int:
+    config = _load(path_arg, as_json=as_json)
+    if config is None:
+        return EXIT_INVALID
+    from .report import config_facts, print_config
+
+    facts = config_facts(config)
+    if as_json:
+        print(json.dumps(facts, indent=2))
+        return EXIT_OK
+    for warning in config.warnings:
+        print(warning)
+    print_config(_console(), facts)
+    print(f"{config.path}: valid")
+    return EXIT_OK
+
+
+def route(model: str, path_arg: str | None, request_path: str, *, as_json: bool) -> int:
+    config = _load(path_arg, as_json=as_json)
+    if config is None:
+        return EXIT_INVALID
+    from .report import print_route, route_facts
+    from .routing import compile_routes
+
+    facts = route_facts(compile_routes(config), model, request_path)
+    if as_json:
+        print(json.dumps(facts, indent=2))
+    else:
+        print_route(_console(), facts)
+    return EXIT_OK if facts["resolved"] else EXIT_INVALID
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    # Not a terminal (a pipe, a test): do not wrap tables at 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.config, as_json=args.json)
+    if args.command == "route":
+        return route(args.model, args.config, args.path, as_json=args.json)
+    from .server import serve
+
+    return serve(
+        args.config,
+        host=args.host,
+        port=args.port,
+        log_requests=args.log_requests,
+        reload=args.reload,
+        workers=args.workers,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

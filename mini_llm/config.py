@@ -1,0 +1,390 @@
+"""Frozen settings and the one loader: load_config(path, env) -> Config."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .environ import apply_overrides
+from .schema import validate
+from .source import ConfigError, Document, Location, Problem, pointer, read_document
+
+AuthStyle = Literal["bearer", "header", "query", "none", "passthrough"]
+DEFAULT_CONFIG_NAME = "mini-llm.yaml"
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def mask(secret: str) -> str:
+    """Show just enough of a secret to tell keys apart: ``sk-…abcd``."""
+    if len(secret) < 8:
+        return "…"
+    if len(secret) < 16:
+        return "…" + secret[-2:]
+    return secret[:3] + "…" + secret[-4:]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 10.0
+    read_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class Pool:
+    limit: int = 200
+    limit_per_host: int = 100
+    keepalive_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 2
+    backoff_s: float = 0.25
+    max_backoff_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Cooldown:
+    rate_limited_s: float = 30.0
+    auth_failed_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Auth:
+    style: AuthStyle = "bearer"
+    name: str = ""  # header name (style header) or query parameter (style query)
+    prefix: str = ""
+
+    @property
+    def needs_key(self) -> bool:
+        return self.style in ("bearer", "header", "query")
+
+    def describe(self) -> str:
+        if self.style == "header":
+            return f"header {self.name}" + (f" (prefix {self.prefix!r})" if self.prefix else "")
+        if self.style == "query":
+            return f"query ?{self.name}="
+        return self.style
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    auth: Auth
+    keys: tuple[str, ...] = field(repr=False)
+    headers: tuple[tuple[str, str | None], ...] = ()
+    query: tuple[tuple[str, str], ...] = ()
+    timeouts: Timeouts = Timeouts()
+    pool: Pool = Pool()
+    retry: Retry = Retry()
+    cooldown: Cooldown = Cooldown()
+    models: tuple[str, ...] = ()
+    disabled_reason: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_reason is None
+
+    def __repr__(self) -> str:
+        keys = ", ".join(mask(k) for k in self.keys)
+        return f"Provider(name={self.name!r}, base_url={self.base_url!r}, keys=[{keys}])"
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str = "127.0.0.1"
+    port: int = 3333
+    port_retries: int = 10
+    max_body_bytes: int = 10 * 1024 * 1024
+    shutdown_grace_s: float = 30.0
+    log_requests: bool = False
+    reload: bool = True
+
+
+@dataclass(frozen=True)
+class Target:
+    provider: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+@dataclass(frozen=True)
+class Routes:
+    aliases: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
+    prefixes: Mapping[str, str] = field(default_factory=dict)
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    server: Server
+    providers: Mapping[str, Provider]
+    routes: Routes
+    # JSON pointer -> environment variables that produced the value.
+    environment: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    warnings: tuple[Problem, ...] = ()
+
+
+def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """-c, else $MINI_LLM_CONFIG, else ./mini-llm.yaml, else the packaged default."""
+    if explicit:
+        return Path(explicit)
+    if env.get("MINI_LLM_CONFIG"):
+        return Path(env["MINI_LLM_CONFIG"])
+    local = Path(DEFAULT_CONFIG_NAME)
+    if local.exists():
+        return local
+    return packaged_default()
+
+
+def packaged_default() -> Path:
+    packaged = resources.files("mini_llm") / "_data" / DEFAULT_CONFIG_NAME
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str]) -> Config:
+    """Read, interpolate, override, validate and check a routing table.
+
+    Raises ConfigError with every problem found, sorted by line.
+    """
+    doc = read_document(Path(path), env, display=str(path))
+    problems = apply_overrides(doc, env)
+    problems += validate(doc)
+    problems += _check_semantics(doc)
+    errors = [p for p in problems if p.level == "error"]
+    if errors:
+        raise ConfigError(errors)
+    config = _build(doc, env)
+    warnings = [p for p in problems if p.level == "warning"]
+    warnings += _disabled_warnings(doc, config)
+    return _with_warnings(config, warnings)
+
+
+def _with_warnings(config: Config, warnings: list[Problem]) -> Config:
+    return Config(
+        path=config.path,
+        server=config.server,
+        providers=config.providers,
+        routes=config.routes,
+        environment=config.environment,
+        warnings=tuple(sorted(warnings)),
+    )
+
+
+# Semantic checks: what the schema cannot say ------------------------------------------------
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _check_semantics(doc: Document) -> list[Problem]:
+    data = _mapping(doc.data)
+    providers = _mapping(data.get("providers"))
+    names = sorted(providers)
+    problems: list[Problem] = []
+
+    def unknown(location: Location, name: str, what: str) -> Problem:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        configured = ", ".join(names) if names else "none"
+        return doc.problem(
+            location,
+            f"{what} `{name}` is not a configured provider{hint} (configured: {configured})",
+        )
+
+    def check_target(location: Location, target: Any) -> None:
+        if not isinstance(target, str):
+            return
+        provider, sep, model = target.partition(":")
+        if not sep or not provider or not model:
+            problems.append(doc.problem(location, f"target `{target}` must be `provider:model`"))
+        elif provider not in providers:
+            problems.append(unknown(location, provider, f"target `{target}` names provider"))
+
+    routes = _mapping(data.get("routes"))
+    for alias, target in _mapping(routes.get("aliases")).items():
+        location: Location = ("routes", "aliases", alias)
+        if isinstance(target, list):
+            seen: set[str] = set()
+            for i, item in enumerate(target):
+                check_target((*location, i), item)
+                if isinstance(item, str):
+                    if item in seen:
+                        problems.append(doc.problem((*location, i), f"`{item}` is listed twice"))
+                    seen.add(item)
+        else:
+            check_target(location, target)
+    for prefix, provider in _mapping(routes.get("prefixes")).items():
+        if isinstance(provider, str) and provider not in providers:
+            problems.append(unknown(("routes", "prefixes", prefix), provider, "prefix target"))
+    default = routes.get("default")
+    if isinstance(default, str) and default not in providers:
+        problems.append(unknown(("routes", "default"), default, "default"))
+
+    for name, spec in providers.items():
+        problems += _check_provider(doc, name, _mapping(spec))
+    return problems
+
+
+def _check_provider(doc: Document, name: str, spec: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    base: Location = ("providers", name)
+    url = spec.get("base_url")
+    if isinstance(url, str) and url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(
+                doc.problem((*base, "base_url"), "base_url must be an http:// or https:// URL")
+            )
+    for header, value in _mapping(spec.get("headers")).items():
+        if not _HEADER_NAME.match(header):
+            problems.append(
+                doc.problem(
+                    (*base, "headers", header), f"`{header}` is not a valid header name", key=True
+                )
+            )
+        if isinstance(value, str) and ("\r" in value or "\n" in value):
+            problems.append(
+                doc.problem((*base, "headers", header), "header values cannot contain line breaks")
+            )
+    auth = spec.get("auth")
+    if isinstance(auth, dict):
+        header = auth.get("header")
+        if isinstance(header, str) and header and not _HEADER_NAME.match(header):
+            problems.append(
+                doc.problem((*base, "auth", "header"), f"`{header}` is not a valid header name")
+            )
+    return problems
+
+
+# Building the frozen config ------------------------------------------------------------------
+
+
+def _section(cls: type[Any], base: Any, *overrides: Any) -> Any:
+    values = dict(vars(base))
+    for spec in overrides:
+        values.update({k: v for k, v in _mapping(spec).items() if v is not None})
+    return cls(**values)
+
+
+def _split_keys(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else (value or [])
+    return tuple(k.strip() for k in items if isinstance(k, str) and k.strip())
+
+
+def _auth(value: Any) -> Auth:
+    if isinstance(value, str):
+        return Auth(style=value)  # type: ignore[arg-type]
+    spec = _mapping(value)
+    style = spec.get("style", "bearer")
+    if style == "header":
+        return Auth("header", spec["header"], spec.get("prefix", ""))
+    if style == "query":
+        return Auth("query", spec["param"])
+    return Auth(style=style)
+
+
+def _build(doc: Document, env: Mapping[str, str]) -> Config:
+    data = _mapping(doc.data)
+    defaults = _mapping(data.get("defaults"))
+    timeouts = _section(Timeouts, Timeouts(), defaults.get("timeouts"))
+    pool = _section(Pool, Pool(), defaults.get("pool"))
+    retry = _section(Retry, Retry(), defaults.get("retry"))
+    cooldown = _section(Cooldown, Cooldown(), defaults.get("cooldown"))
+
+    providers: dict[str, Provider] = {}
+    for name, raw in _mapping(data.get("providers")).items():
+        spec = _mapping(raw)
+        auth = _auth(spec.get("auth", "bearer"))
+        keys = _split_keys(spec.get("keys"))
+        url = str(spec.get("base_url") or "").strip()
+        providers[name] = Provider(
+            name=name,
+            base_url=url.rstrip("/"),
+            auth=auth,
+            keys=keys,
+            headers=tuple(_mapping(spec.get("headers")).items()),
+            query=tuple(_mapping(spec.get("query")).items()),
+            timeouts=_section(Timeouts, timeouts, spec.get("timeouts")),
+            pool=_section(Pool, pool, spec.get("pool")),
+            retry=_section(Retry, retry, spec.get("retry")),
+            cooldown=_section(Cooldown, cooldown, spec.get("cooldown")),
+            models=tuple(spec.get("models") or ()),
+            disabled_reason=_disabled_reason(doc, name, url, auth, keys),
+        )
+
+    routes = _mapping(data.get("routes"))
+    aliases: dict[str, tuple[Target, ...]] = {}
+    for alias, raw_target in _mapping(routes.get("aliases")).items():
+        items = raw_target if isinstance(raw_target, list) else [raw_target]
+        aliases[alias] = tuple(Target(*t.split(":", 1)) for t in items)
+    server = _section(Server, Server(), data.get("server"))
+    # Only the variables that were actually set (an override's own name always is).
+    environment = {
+        pointer(loc): used
+        for loc, names in sorted(doc.env_vars.items(), key=str)
+        if (used := tuple(n for n in names if env.get(n)))
+    }
+    return Config(
+        path=doc.file,
+        server=server,
+        providers=MappingProxyType(providers),
+        routes=Routes(
+            aliases=MappingProxyType(aliases),
+            prefixes=MappingProxyType(dict(_mapping(routes.get("prefixes")))),
+            default=routes.get("default"),
+        ),
+        environment=MappingProxyType(environment),
+    )
+
+
+def _variables_hint(doc: Document, location: Location) -> str:
+    names = doc.env_vars.get(location, ())
+    if not names:
+        return ""
+    return " (set " + " or ".join(names) + ")"
+
+
+def _disabled_reason(
+    doc: Document, name: str, url: str, auth: Auth, keys: tuple[str, ...]
+) -> str | None:
+    base: Location = ("providers", name)
+    missing = []
+    if not url:
+        missing.append(f"no base_url{_variables_hint(doc, (*base, 'base_url'))}")
+    if auth.needs_key and not keys:
+        missing.append(f"no keys{_variables_hint(doc, (*base, 'keys'))}")
+    return f"provider `{name}` has " + " and ".join(missing) if missing else None
+
+
+def _disabled_warnings(doc: Document, config: Config) -> list[Problem]:
+    warnings = []
+    for name, provider in config.providers.items():
+        if provider.disabled_reason:
+            field_name = "base_url" if not provider.base_url else "keys"
+            warnings.append(
+                doc.problem(
+                    ("providers", name, field_name),
+                    f"{provider.disabled_reason}; requests routed to it get 503",
+                    level="warning",
+                    origin=False,
+                    key=True,
+                )
+            )
+    return warnings

@@ -1,0 +1,165 @@
+"""What check-config and route show: facts as plain data, then rendered with rich."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import Config, mask
+from .routing import ModelNotFound, RoutingTable
+from .upstream import looks_secret
+
+
+def _shown_base_url(url: str) -> str:
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url
+    parts = []
+    for pair in query.split("&"):
+        name, eq, value = pair.partition("=")
+        parts.append(f"{name}={mask(value)}" if eq and looks_secret(name) else pair)
+    return base + "?" + "&".join(parts)
+
+
+def config_facts(config: Config) -> dict[str, Any]:
+    """Everything check-config reports, as JSON-ready data; never a key."""
+    providers = {}
+    for name, p in config.providers.items():
+        providers[name] = {
+            "enabled": p.enabled,
+            "disabled_reason": p.disabled_reason,
+            "base_url": _shown_base_url(p.base_url),
+            "auth": p.auth.describe(),
+            "keys": len(p.keys),
+            "headers": sorted(n for n, _ in p.headers),
+            "query": sorted(n for n, _ in p.query),
+            "timeouts": asdict(p.timeouts),
+            "pool": asdict(p.pool),
+            "retry": asdict(p.retry),
+            "cooldown": asdict(p.cooldown),
+            "models": list(p.models),
+        }
+    routes = config.routes
+    return {
+        "valid": True,
+        "path": config.path,
+        "providers": providers,
+        "routes": {
+            "aliases": {a: [str(t) for t in ts] for a, ts in routes.aliases.items()},
+            "prefixes": dict(routes.prefixes),
+            "default": routes.default,
+        },
+        "server": asdict(config.server),
+        "environment": [
+            {"pointer": ptr, "variables": list(names)} for ptr, names in config.environment.items()
+        ],
+        "errors": [],
+        "warnings": [w.as_dict() for w in config.warnings],
+    }
+
+
+def print_config(console: Console, facts: dict[str, Any]) -> None:
+    providers = Table(title="Providers", title_justify="left")
+    for column in ("name", "status", "base URL", "auth", "keys"):
+        providers.add_column(column, overflow="fold")
+    for name, p in facts["providers"].items():
+        status = (
+            "[green]enabled[/]" if p["enabled"] else f"[yellow]disabled[/]: {p['disabled_reason']}"
+        )
+        providers.add_row(name, status, p["base_url"] or "-", p["auth"], str(p["keys"]))
+    console.print(providers)
+
+    routes = Table(title="Routes", title_justify="left")
+    for column in ("rule", "match", "target"):
+        routes.add_column(column, overflow="fold")
+    r = facts["routes"]
+    for alias, targets in r["aliases"].items():
+        kind = "fallback" if len(targets) > 1 else "alias"
+        routes.add_row(kind, alias, " -> ".join(targets))
+    for prefix, provider in sorted(r["prefixes"].items(), key=lambda kv: -len(kv[0])):
+        routes.add_row("prefix", f"{prefix}*", provider)
+    routes.add_row("default", "*", r["default"] or "- (unmatched models get 404)")
+    console.print(routes)
+
+    server = Table(title="Server", title_justify="left")
+    server.add_column("setting")
+    server.add_column("value")
+    env_by_pointer = {e["pointer"]: e["variables"] for e in facts["environment"]}
+    for key, value in facts["server"].items():
+        source = env_by_pointer.get(f"/server/{key}")
+        note = f"  [dim](from {', '.join(source)})[/]" if source else ""
+        server.add_row(key, f"{value}{note}")
+    console.print(server)
+
+    if facts["environment"]:
+        env = Table(title="From the environment", title_justify="left")
+        env.add_column("setting")
+        env.add_column("variable")
+        for entry in facts["environment"]:
+            env.add_row(entry["pointer"], ", ".join(entry["variables"]))
+        console.print(env)
+
+
+def route_facts(table: RoutingTable, model: str, path: str) -> dict[str, Any]:
+    """How MODEL resolves, with URL and headers as they would be sent (secrets masked)."""
+    try:
+        route = table.resolve(model)
+    except ModelNotFound as exc:
+        return {
+            "model": model,
+            "resolved": False,
+            "error": str(exc),
+            "suggestions": exc.suggestions,
+        }
+    tail = path[len("/v1") :] if path.startswith("/v1/") else path
+    targets = []
+    for target in route.targets:
+        provider = table.providers[target.provider]
+        upstream = table.upstreams[target.provider]
+        key = provider.keys[0] if provider.keys else None
+        targets.append(
+            {
+                "provider": target.provider,
+                "model": target.model,
+                "enabled": provider.enabled,
+                "disabled_reason": provider.disabled_reason,
+                "url": upstream.shown_url(tail, key) if provider.base_url else None,
+                "headers": dict(upstream.shown_headers(key)),
+                "keys": len(provider.keys),
+                "body_rewritten": target.model != model,
+            }
+        )
+    return {
+        "model": model,
+        "resolved": True,
+        "rule": route.rule,
+        "matched": route.matched,
+        "explanation": route.describe(),
+        "targets": targets,
+    }
+
+
+def print_route(console: Console, facts: dict[str, Any]) -> None:
+    if not facts["resolved"]:
+        console.print(f"[red]not routed[/]: {facts['error']}", highlight=False)
+        return
+    console.print(f"[bold]{facts['model']}[/] matched {facts['explanation']}", highlight=False)
+    chain = len(facts["targets"]) > 1
+    for i, t in enumerate(facts["targets"], 1):
+        table = Table(
+            show_header=False, title=f"target {i}" if chain else None, title_justify="left"
+        )
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        status = "enabled" if t["enabled"] else f"[yellow]disabled[/]: {t['disabled_reason']} (503)"
+        table.add_row("provider", f"{t['provider']} ({status})")
+        note = "" if not t["body_rewritten"] else "  [dim](body rewritten)[/]"
+        table.add_row("upstream model", t["model"] + note)
+        table.add_row("url", t["url"] or "-")
+        for name, value in t["headers"].items():
+            table.add_row(f"header {name}", value)
+        table.add_row("keys", str(t["keys"]) + (" (round-robin)" if t["keys"] > 1 else ""))
+        console.print(table)

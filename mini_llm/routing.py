@@ -1,0 +1,86 @@
+"""compile_routes(config) -> RoutingTable (immutable); resolve(model) -> Route."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from .config import Config, Provider, Target
+from .upstream import Upstream
+
+Rule = Literal["alias", "explicit", "prefix", "default"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one model name resolved: the rule, what it matched, and the targets in order."""
+
+    model: str
+    rule: Rule
+    matched: str
+    targets: tuple[Target, ...]
+
+    def describe(self) -> str:
+        if self.rule == "alias":
+            kind = "fallback chain" if len(self.targets) > 1 else "alias"
+            return f"{kind} `{self.matched}`"
+        if self.rule == "explicit":
+            return f"explicit provider `{self.matched}:`"
+        if self.rule == "prefix":
+            return f"prefix `{self.matched}`"
+        return f"default provider `{self.matched}`"
+
+
+class ModelNotFound(LookupError):
+    """No rule matches the model; ``suggestions`` are the nearest aliases."""
+
+    def __init__(self, model: str, suggestions: list[str]) -> None:
+        self.model = model
+        self.suggestions = suggestions
+        hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        super().__init__(f"model {model!r} is not routed by this gateway{hint}")
+
+
+class RoutingTable:
+    """The compiled, immutable routing table: an exact-match dict plus a longest-prefix list."""
+
+    __slots__ = ("_aliases", "_default", "_prefixes", "config", "providers", "upstreams")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.providers: Mapping[str, Provider] = config.providers
+        # Request shaping is compiled here too, so a swap of the table swaps it atomically.
+        self.upstreams: Mapping[str, Upstream] = {
+            name: Upstream(p) for name, p in config.providers.items()
+        }
+        self._aliases = dict(config.routes.aliases)
+        self._prefixes = sorted(config.routes.prefixes.items(), key=lambda kv: -len(kv[0]))
+        self._default = config.routes.default
+
+    @property
+    def aliases(self) -> Mapping[str, tuple[Target, ...]]:
+        return self._aliases
+
+    def resolve(self, model: str) -> Route:
+        """Resolve a request's model name (SPEC §3); raise ModelNotFound when nothing matches."""
+        targets = self._aliases.get(model)
+        if targets is not None:
+            return Route(model, "alias", model, targets)
+        provider, sep, upstream = model.partition(":")
+        if sep and upstream and provider in self.providers:
+            return Route(model, "explicit", provider, (Target(provider, upstream),))
+        for prefix, name in self._prefixes:
+            if model.startswith(prefix):
+                return Route(model, "prefix", prefix, (Target(name, model),))
+        if self._default is not None:
+            return Route(model, "default", self._default, (Target(self._default, model),))
+        raise ModelNotFound(model, self.nearest_aliases(model))
+
+    def nearest_aliases(self, model: str, n: int = 3) -> list[str]:
+        return difflib.get_close_matches(model, list(self._aliases), n=n, cutoff=0.4)
+
+
+def compile_routes(config: Config) -> RoutingTable:
+    return RoutingTable(config)

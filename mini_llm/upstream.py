@@ -1,0 +1,125 @@
+"""Shape the upstream request for a provider: URL, headers, credentials (pure, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from .config import Provider, mask
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus what the client library sets for its own socket.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+CLIENT_CREDENTIALS = frozenset({"authorization", "x-api-key", "api-key"})
+_ALWAYS_DROPPED = HOP_BY_HOP | {"host", "content-length"}
+_SECRET_WORDS = ("auth", "key", "token", "secret", "signature", "password", "cookie")
+
+
+def looks_secret(name: str) -> bool:
+    """Header or query parameter names whose values must be masked when shown."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+class Upstream:
+    """One provider's request shaping, compiled once per routing table."""
+
+    __slots__ = (
+        "_add",
+        "_auth_header",
+        "_auth_param",
+        "_auth_prefix",
+        "_drop",
+        "_query",
+        "_root",
+        "provider",
+    )
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        parts = urlsplit(provider.base_url)
+        self._root = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._query = tuple(parse_qsl(parts.query, keep_blank_values=True)) + provider.query
+        auth = provider.auth
+        self._auth_header: str | None = None
+        self._auth_param: str | None = None
+        self._auth_prefix = ""
+        if auth.style == "bearer":
+            self._auth_header, self._auth_prefix = "Authorization", "Bearer "
+        elif auth.style == "header":
+            self._auth_header, self._auth_prefix = auth.name, auth.prefix
+        elif auth.style == "query":
+            self._auth_param = auth.name
+        drop = set(_ALWAYS_DROPPED)
+        if auth.style != "passthrough":
+            drop |= CLIENT_CREDENTIALS
+        drop |= {name.lower() for name, _ in provider.headers}
+        if self._auth_header:
+            drop.add(self._auth_header.lower())
+        self._drop = frozenset(drop)
+        self._add = tuple((n, v) for n, v in provider.headers if v is not None)
+
+    def url(self, tail: str, client_query: str = "", key: str | None = None) -> str:
+        """Upstream URL for a request path tail (after /v1) and the client's raw query."""
+        fixed = list(self._query)
+        if self._auth_param is not None and key is not None:
+            fixed.append((self._auth_param, key))
+        if not fixed:
+            return self._root + tail + ("?" + client_query if client_query else "")
+        ours = {name for name, _ in fixed}
+        pairs = [
+            (k, v) for k, v in parse_qsl(client_query, keep_blank_values=True) if k not in ours
+        ]
+        return self._root + tail + "?" + urlencode(pairs + fixed)
+
+    def headers(self, client: Iterable[tuple[str, str]], key: str | None) -> list[tuple[str, str]]:
+        """Client headers minus hop-by-hop, Host, Content-Length and credentials, plus ours."""
+        drop = self._drop
+        connection_named: set[str] = set()
+        out: list[tuple[str, str]] = []
+        for name, value in client:
+            lowered = name.lower()
+            if lowered in drop:
+                if lowered == "connection":
+                    connection_named = {t.strip().lower() for t in value.split(",")}
+                continue
+            out.append((name, value))
+        if connection_named:
+            out = [(n, v) for n, v in out if n.lower() not in connection_named]
+        out.extend(self._add)
+        if self._auth_header is not None and key is not None:
+            out.append((self._auth_header, self._auth_prefix + key))
+        return out
+
+    def shown_headers(self, key: str | None) -> list[tuple[str, str]]:
+        """The headers mini-llm adds, with secrets masked, for `route` and logs."""
+        shown = [(n, mask(v) if looks_secret(n) else v) for n, v in self._add]
+        if self._auth_header is not None:
+            shown.append(
+                (self._auth_header, self._auth_prefix + (mask(key) if key else "<no key>"))
+            )
+        if self.provider.auth.style == "passthrough":
+            shown.append(("Authorization / x-api-key / api-key", "<the client's own>"))
+        return shown
+
+    def shown_url(self, tail: str, key: str | None) -> str:
+        """The upstream URL with secret-looking query values masked."""
+        url = self.url(tail, "", key)
+        base, sep, query = url.partition("?")
+        if not sep:
+            return url
+        pairs = parse_qsl(query, keep_blank_values=True)
+        shown = [(k, mask(v) if looks_secret(k) else v) for k, v in pairs]
+        return base + "?" + urlencode(shown, safe="…")
