@@ -1,0 +1,111 @@
+"""Gateway errors in the shape the client's SDK parses, and upstream failures mapped once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+
+log = logging.getLogger("mini_llm")
+
+# OpenAI error `type` and Anthropic error `type` per status.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "api_error",
+    504: "api_error",
+}
+
+
+class GatewayError(Exception):
+    """An answer the gateway gives itself. The message is shown to the client: no secrets."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        # Whether a fallback chain may move on to its next target after this.
+        self.retryable = retryable
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path.startswith("/v1/messages")
+
+
+def error_body(path: str, status: int, code: str, message: str) -> bytes:
+    """The error document for a status, Anthropic-shaped on /v1/messages*, else OpenAI."""
+    if is_anthropic_path(path):
+        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        doc: dict[str, object] = {"type": "error", "error": {"type": kind, "message": message}}
+    else:
+        kind = _OPENAI_TYPES.get(status, "server_error")
+        doc = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return json.dumps(doc).encode()
+
+
+def stream_error_event(path: str, message: str) -> bytes:
+    """An SSE event that makes the client's SDK raise instead of seeing a clean end."""
+    if is_anthropic_path(path):
+        doc = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + json.dumps(doc).encode() + b"\n\n"
+    error = {"message": message, "type": "server_error", "code": "upstream_stream_error"}
+    return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+
+
+@contextmanager
+def map_upstream_errors(provider: str) -> Iterator[None]:
+    """Translate aiohttp failures before the upstream's answer into 502 and 504."""
+    try:
+        yield
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        # The detail goes to the log; the client gets a message without internals.
+        log.warning("upstream %s failed: %s: %s", provider, type(exc).__name__, exc)
+        _raise_mapped(provider, exc)
+
+
+def _raise_mapped(provider: str, exc: BaseException) -> None:
+    try:
+        raise exc
+    except aiohttp.ConnectionTimeoutError:
+        raise GatewayError(
+            504, "upstream_timeout", f"provider `{provider}` did not accept a connection in time",
+            retryable=True,
+        ) from None
+    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+        raise GatewayError(
+            504, "upstream_timeout", f"provider `{provider}` did not answer in time"
+        ) from None
+    except aiohttp.ClientConnectorError:
+        raise GatewayError(
+            502, "upstream_unreachable", f"provider `{provider}` is unreachable", retryable=True
+        ) from None
+    except (aiohttp.ClientError, OSError):
+        raise GatewayError(
+            502, "upstream_error", f"provider `{provider}` closed the connection without an answer",
+            retryable=True,
+        ) from None

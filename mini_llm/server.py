@@ -1,0 +1,143 @@
+"""`mini-llm serve`: load the table, bind with port retries, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import STATE, create_app
+from .config import Config, find_config, load_config
+from .source import ConfigError
+
+log = logging.getLogger("mini_llm")
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+
+
+class BindError(Exception):
+    """No port could be bound."""
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mini-llm %(levelname)s: %(message)s"))
+    root = logging.getLogger("mini_llm")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def apply_flags(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_requests: bool | None = None,
+    reload: bool | None = None,
+) -> Config:
+    """Command-line flags take precedence over the environment and the file."""
+    flags = {"host": host, "port": port, "log_requests": log_requests, "reload": reload}
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if not changes:
+        return config
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))
+
+
+def bind(host: str, port: int, retries: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket on port, or the next free one up to `retries` more."""
+    last: OSError | None = None
+    candidates = [0] if port == 0 else range(port, min(port + retries, 65535) + 1)
+    for candidate in candidates:
+        infos = socket.getaddrinfo(host, candidate, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.listen(1024)
+            sock.setblocking(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                break
+    tried = "any port" if port == 0 else f"ports {port}-{candidates[-1]}"
+    reason = last.strerror if last is not None else "unknown error"
+    raise BindError(f"cannot listen on {host} ({tried}): {reason}")
+
+
+def listening_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def serve(
+    config_path: str | None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_requests: bool | None = None,
+    reload: bool | None = None,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Run the gateway until SIGTERM/SIGINT; the exit code for the process."""
+    configure_logging()
+    environ = dict(os.environ if env is None else env)
+    path = find_config(config_path, environ)
+    try:
+        config = load_config(path, environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"mini-llm: {path}: {len(exc.problems)} error(s); not started", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    config = apply_flags(config, host=host, port=port, log_requests=log_requests, reload=reload)
+    try:
+        sock = bind(config.server.host, config.server.port, config.server.port_retries)
+    except (BindError, OSError) as exc:
+        print(f"mini-llm: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    return asyncio.run(_run(config, sock, Path(path), environ))
+
+
+async def _run(config: Config, sock: socket.socket, path: Path, env: Mapping[str, str]) -> int:
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,  # a client that leaves cancels its upstream request
+        access_log=None,
+        shutdown_timeout=config.server.shutdown_grace_s,
+    )
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    print(f"mini-llm listening on {listening_url(sock)}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: draining in-flight requests for up to %gs",
+             app[STATE].config.server.shutdown_grace_s)
+    await runner.cleanup()
+    return EXIT_OK
