@@ -118,8 +118,12 @@ async def routed(request: web.Request) -> web.StreamResponse:
     if state.config.server.log_requests:
         access_log.info(
             "%s %s %d %.1fms route=%s id=%s",
-            request.method, request.path, response.status,
-            (time.monotonic() - started) * 1000, exchange.route_header, exchange.request_id,
+            request.method,
+            request.path,
+            response.status,
+            (time.monotonic() - started) * 1000,
+            exchange.route_header,
+            exchange.request_id,
         )
     return response
 

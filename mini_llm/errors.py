@@ -93,7 +93,9 @@ def _raise_mapped(provider: str, exc: BaseException) -> None:
         raise exc
     except aiohttp.ConnectionTimeoutError:
         raise GatewayError(
-            504, "upstream_timeout", f"provider `{provider}` did not accept a connection in time",
+            504,
+            "upstream_timeout",
+            f"provider `{provider}` did not accept a connection in time",
             retryable=True,
         ) from None
     except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
@@ -106,6 +108,8 @@ def _raise_mapped(provider: str, exc: BaseException) -> None:
         ) from None
     except (aiohttp.ClientError, OSError):
         raise GatewayError(
-            502, "upstream_error", f"provider `{provider}` closed the connection without an answer",
+            502,
+            "upstream_error",
+            f"provider `{provider}` closed the connection without an answer",
             retryable=True,
         ) from None

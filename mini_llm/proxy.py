@@ -99,8 +99,9 @@ def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
 class Forwarder:
     """Sends one routed request upstream, with the retry and fallback rules of SPEC §8."""
 
-    def __init__(self, exchange: Exchange, snapshot: Snapshot, body: bytes, doc: dict[str, Any],
-                 route: Route) -> None:
+    def __init__(
+        self, exchange: Exchange, snapshot: Snapshot, body: bytes, doc: dict[str, Any], route: Route
+    ) -> None:
         self.exchange = exchange
         self.snapshot = snapshot
         self.body = body
@@ -123,7 +124,8 @@ class Forwarder:
             provider = self.snapshot.table.providers[target.provider]
             if runtime is None or not provider.enabled:
                 last_error = GatewayError(
-                    503, "provider_disabled",
+                    503,
+                    "provider_disabled",
                     f"{provider.disabled_reason}; requests routed to it cannot be served",
                     retryable=True,
                 )
@@ -137,8 +139,9 @@ class Forwarder:
         assert last_error is not None
         raise last_error
 
-    async def _try_target(self, runtime: ProviderRuntime, model: str, *, final: bool
-                          ) -> web.StreamResponse:
+    async def _try_target(
+        self, runtime: ProviderRuntime, model: str, *, final: bool
+    ) -> web.StreamResponse:
         # Counted while in use, so a pool retired by a reload closes only after we finish.
         runtime.connections.active += 1
         try:
@@ -146,8 +149,9 @@ class Forwarder:
         finally:
             runtime.connections.release()
 
-    async def _tries(self, runtime: ProviderRuntime, model: str, *, final: bool
-                     ) -> web.StreamResponse:
+    async def _tries(
+        self, runtime: ProviderRuntime, model: str, *, final: bool
+    ) -> web.StreamResponse:
         provider = runtime.provider
         retry = provider.retry
         body = self.body_for(model)
@@ -190,8 +194,13 @@ class Forwarder:
                 wait = retry_after_seconds(response.headers)
                 runtime.keys.rest(key, provider.cooldown.rate_limited_s if wait is None else wait)
             elif status in _AUTH_STATUSES and key is not None:
-                log.warning("provider %s rejected key %s with %d; resting it for %g s",
-                            provider.name, mask(key), status, provider.cooldown.auth_failed_s)
+                log.warning(
+                    "provider %s rejected key %s with %d; resting it for %g s",
+                    provider.name,
+                    mask(key),
+                    status,
+                    provider.cooldown.auth_failed_s,
+                )
                 runtime.keys.rest(key, provider.cooldown.auth_failed_s)
             elif status not in _RETRY_STATUSES:
                 return await self._stream(runtime, response)
@@ -199,8 +208,12 @@ class Forwarder:
                 if final:
                     return await self._stream(runtime, response)
                 response.close()
-                raise GatewayError(status, "upstream_failed",
-                                   f"provider `{provider.name}` answered {status}", retryable=True)
+                raise GatewayError(
+                    status,
+                    "upstream_failed",
+                    f"provider `{provider.name}` answered {status}",
+                    retryable=True,
+                )
             last = response
             if status in _RETRY_STATUSES:
                 await asyncio.sleep(_jittered(backoff))
@@ -209,14 +222,17 @@ class Forwarder:
     def _all_resting(self, runtime: ProviderRuntime) -> GatewayError:
         wait = max(1, math.ceil(runtime.keys.seconds_until_available()))
         return GatewayError(
-            429, "all_keys_resting",
+            429,
+            "all_keys_resting",
             f"every key of provider `{runtime.provider.name}` is resting after upstream "
             f"failures; retry in {wait} s",
-            headers={"Retry-After": str(wait)}, retryable=True,
+            headers={"Retry-After": str(wait)},
+            retryable=True,
         )
 
-    async def _stream(self, runtime: ProviderRuntime, upstream: aiohttp.ClientResponse
-                      ) -> web.StreamResponse:
+    async def _stream(
+        self, runtime: ProviderRuntime, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
         """Send status and headers at once, then every chunk as it arrives."""
         headers = CIMultiDict[str]()
         for name, value in upstream.headers.items():
@@ -231,8 +247,9 @@ class Forwarder:
         if event_stream:
             headers["Cache-Control"] = "no-cache"
             headers["X-Accel-Buffering"] = "no"
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=headers)
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
         read = upstream.content.readany
         tail = b"\n\n"
         try:
@@ -240,10 +257,17 @@ class Forwarder:
             while True:
                 try:
                     chunk = await read()
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                        asyncio.TimeoutError) as exc:
-                    log.warning("upstream %s failed mid-response: %s: %s",
-                                runtime.provider.name, type(exc).__name__, exc)
+                except (
+                    aiohttp.ClientPayloadError,
+                    aiohttp.ClientConnectionError,
+                    asyncio.TimeoutError,
+                ) as exc:
+                    log.warning(
+                        "upstream %s failed mid-response: %s: %s",
+                        runtime.provider.name,
+                        type(exc).__name__,
+                        exc,
+                    )
                     await self._end_broken(response, event_stream, tail)
                     return response
                 if not chunk:
@@ -258,8 +282,9 @@ class Forwarder:
             upstream.close()
         return response
 
-    async def _end_broken(self, response: web.StreamResponse, event_stream: bool,
-                          tail: bytes) -> None:
+    async def _end_broken(
+        self, response: web.StreamResponse, event_stream: bool, tail: bytes
+    ) -> None:
         request = self.exchange.request
         if event_stream:
             # Close any half-written event first, so the error event parses on its own.
@@ -279,8 +304,9 @@ def _jittered(seconds: float) -> float:
     return seconds * random.uniform(0.8, 1.2)
 
 
-async def handle(request: web.Request, snapshot: Snapshot, max_body: int,
-                 exchange: Exchange) -> web.StreamResponse:
+async def handle(
+    request: web.Request, snapshot: Snapshot, max_body: int, exchange: Exchange
+) -> web.StreamResponse:
     """Serve one routed POST on the table it started with."""
     path = request.path
     try:

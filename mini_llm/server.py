@@ -59,8 +59,9 @@ def bind(host: str, port: int, retries: int, *, reuse_port: bool = False) -> soc
     last: OSError | None = None
     candidates = [0] if port == 0 else range(port, min(port + retries, 65535) + 1)
     for candidate in candidates:
-        infos = socket.getaddrinfo(host, candidate, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            host, candidate, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
         family, kind, proto, _, address = infos[0]
         sock = socket.socket(family, kind, proto)
         try:
@@ -137,7 +138,9 @@ async def _run(config: Config, sock: socket.socket, path: Path, env: Mapping[str
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("stopping: draining in-flight requests for up to %gs",
-             app[STATE].config.server.shutdown_grace_s)
+    log.info(
+        "stopping: draining in-flight requests for up to %gs",
+        app[STATE].config.server.shutdown_grace_s,
+    )
     await runner.cleanup()
     return EXIT_OK

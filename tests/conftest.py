@@ -1,0 +1,48 @@
+"""Shared fixtures: a real mock upstream and the real gateway in a subprocess."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .gateway_process import GatewayProcess
+from .mock_upstream import MockUpstream
+
+
+@pytest.fixture(scope="session")
+def mock_server() -> Iterator[MockUpstream]:
+    server = MockUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(mock_server: MockUpstream) -> MockUpstream:
+    """The shared mock upstream, with this test's expectations reset."""
+    mock_server.reset()
+    return mock_server
+
+
+GatewayFactory = Callable[..., GatewayProcess]
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start `mini-llm serve` on a routing table text; stopped at the end of the test."""
+    started: list[GatewayProcess] = []
+
+    def start(
+        table: str, *args: str, env: dict[str, str] | None = None, name: str = "mini-llm.yaml"
+    ) -> GatewayProcess:
+        path = tmp_path / name
+        path.write_text(table)
+        gateway = GatewayProcess(path, *args, env=env)
+        started.append(gateway)
+        gateway.wait_listening()
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
