@@ -10,13 +10,15 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
+from .reload import Reloader
 from .source import ConfigError
 
 log = logging.getLogger("mini_llm")
@@ -111,16 +113,24 @@ def serve(
         return EXIT_STARTUP_FAILED
     for warning in config.warnings:
         log.warning("%s", warning)
-    config = apply_flags(config, host=host, port=port, log_requests=log_requests, reload=reload)
+    flags = {"host": host, "port": port, "log_requests": log_requests, "reload": reload}
+    config = apply_flags(config, **flags)
     try:
         sock = bind(config.server.host, config.server.port, config.server.port_retries)
     except (BindError, OSError) as exc:
         print(f"mini-llm: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
-    return asyncio.run(_run(config, sock, Path(path), environ))
+    reloader_flags = {k: v for k, v in flags.items() if v is not None}
+    return asyncio.run(_run(config, sock, Path(path), environ, reloader_flags))
 
 
-async def _run(config: Config, sock: socket.socket, path: Path, env: Mapping[str, str]) -> int:
+async def _run(
+    config: Config,
+    sock: socket.socket,
+    path: Path,
+    env: Mapping[str, str],
+    flags: Mapping[str, Any],
+) -> int:
     app = create_app(config)
     runner = web.AppRunner(
         app,
@@ -131,16 +141,34 @@ async def _run(config: Config, sock: socket.socket, path: Path, env: Mapping[str
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()
-    print(f"mini-llm listening on {listening_url(sock)}", flush=True)
 
+    state = app[STATE]
+    reloader = Reloader(state, path, env, adjust=lambda c: apply_flags(c, **flags))
     stop = asyncio.Event()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload(force=True)))
+    if config.server.reload:
+        watching = asyncio.Event()
+        spawn(reloader.watch(stop, watching))
+        await watching.wait()  # an edit made once we said "listening" is never missed
+    print(f"mini-llm listening on {listening_url(sock)}", flush=True)
     await stop.wait()
     log.info(
         "stopping: draining in-flight requests for up to %gs",
-        app[STATE].config.server.shutdown_grace_s,
+        state.config.server.shutdown_grace_s,
     )
+    for task in list(tasks):
+        task.cancel()
+    # The grace may have changed in a reload since the runner was made.
+    runner._shutdown_timeout = state.config.server.shutdown_grace_s
     await runner.cleanup()
     return EXIT_OK

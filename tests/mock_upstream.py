@@ -146,6 +146,7 @@ class MockUpstream:
         if doc.get("stream") or model.endswith("-stream"):
             return await self._stream(request, model, anthropic)
         answer = _anthropic_message(model) if anthropic else _openai_completion(model, doc)
+        answer["x_table"] = request.headers.get("x-table")  # lets tests see which table sent it
         return web.json_response(answer, headers={"x-request-id": "upstream-req-1"})
 
     async def _stream(

@@ -1,0 +1,161 @@
+"""Watch the table's folder, load, compile, swap; keep the old table when the new one fails."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import watchfiles
+
+from .app import State
+from .config import Config, load_config
+from .source import ConfigError
+
+log = logging.getLogger("mini_llm")
+
+# Settings the running process cannot change without rebinding its socket.
+RESTART_ONLY = ("host", "port")
+
+
+class Reloader:
+    """Reloads the routing table into a State when the file changes or on demand."""
+
+    def __init__(
+        self,
+        state: State,
+        path: Path,
+        env: Mapping[str, str],
+        adjust: Callable[[Config], Config] = lambda config: config,
+    ) -> None:
+        self.state = state
+        self.path = path
+        self.env = env
+        self.adjust = adjust  # re-applies command-line flags, which outrank the file
+        self._digest = _digest(path)
+        self._lock = asyncio.Lock()
+
+    async def reload(self, *, force: bool = False) -> bool:
+        """Load the file again; True when a new table is in service."""
+        async with self._lock:
+            digest = _digest(self.path)
+            if not force and digest == self._digest:
+                return False
+            self._digest = digest
+            try:
+                config = await asyncio.to_thread(load_config, self.path, self.env)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("%s", problem)
+                log.error(
+                    "kept generation %d: %s has %d error(s)",
+                    self.state.current.generation,
+                    self.path.name,
+                    len(exc.problems),
+                )
+                self.state.last_error = "\n".join(str(p) for p in exc.problems)
+                return False
+            config = self._keep_restart_only(self.adjust(config))
+            snapshot = self.state.install(config)
+            log.info(
+                "reloaded %s: generation %d, %d providers, %d aliases",
+                self.path.name,
+                snapshot.generation,
+                len(config.providers),
+                len(config.routes.aliases),
+            )
+            return True
+
+    def _keep_restart_only(self, config: Config) -> Config:
+        running = self.state.config.server
+        changed = {
+            name: getattr(running, name)
+            for name in RESTART_ONLY
+            if getattr(config.server, name) != getattr(running, name)
+        }
+        for name, value in changed.items():
+            log.warning(
+                "server.%s changed to %r: restart required; keeping %r",
+                name,
+                getattr(config.server, name),
+                value,
+            )
+        if not changed:
+            return config
+        return dataclasses.replace(config, server=dataclasses.replace(config.server, **changed))
+
+    async def watch(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Reload on every change to the file, however editors or Kubernetes write it."""
+        try:
+            await self._watch(stop, ready)
+        except Exception as exc:  # the gateway keeps serving; only watching stops
+            log.error("stopped watching %s: %s: %s", self.path, type(exc).__name__, exc)
+        finally:
+            if ready is not None:
+                ready.set()
+
+    async def _watch(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+        while not stop.is_set():
+            folders = _folders(self.path)
+            changes = watchfiles.awatch(
+                *folders,
+                watch_filter=None,  # editors' temp files are filtered below, by name
+                recursive=False,
+                stop_event=stop,
+                debounce=400,
+                step=30,
+            )
+            pending = asyncio.ensure_future(anext(changes))
+            # One turn of the loop runs the generator up to its first wait: the OS watch exists
+            # from then on, and a change made before it is caught by the check that follows.
+            await asyncio.sleep(0)
+            await self.reload()
+            if ready is not None:
+                ready.set()
+            try:
+                while True:
+                    try:
+                        batch = await pending
+                    except StopAsyncIteration:
+                        return
+                    if any(_relevant(self.path, Path(p)) for _, p in batch):
+                        await self.reload()
+                        if not self.state.config.server.reload:
+                            log.info(
+                                "server.reload is now false: no longer watching %s", self.path.name
+                            )
+                            return
+                    if _folders(self.path) != folders:
+                        break  # the file now resolves elsewhere (a swapped symlink): rewatch
+                    pending = asyncio.ensure_future(anext(changes))
+            finally:
+                pending.cancel()
+                await changes.aclose()
+
+
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+    except OSError:
+        return None
+
+
+def _folders(path: Path) -> tuple[str, ...]:
+    """The file's own folder and the folder its symlink chain ends in."""
+    own = path.absolute().parent
+    real = path.resolve().parent
+    return (str(own),) if own == real else (str(own), str(real))
+
+
+def _relevant(path: Path, changed: Path) -> bool:
+    # The file itself, what it points at, or a ConfigMap-style `..data` swap.
+    if changed.name == path.name or changed.name.startswith(".."):
+        return True
+    try:
+        return changed == path.resolve() or os.path.samefile(changed, path)
+    except OSError:
+        return False
