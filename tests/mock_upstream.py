@@ -23,6 +23,7 @@ import asyncio
 import gzip
 import json
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ class Seen:
     headers: dict[str, str]
     body: bytes
     key: str | None
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def json(self) -> Any:

@@ -424,7 +424,7 @@ def test_stream_chunks_arrive_before_the_upstream_finishes(
         upstream.release.set()
         rest = b"".join(chunks)
     assert rest.endswith(b"data: [DONE]\n\n")
-    assert upstream.finished.is_set()
+    assert upstream.finished.wait(2)
 
 
 def test_client_leaving_before_the_answer_closes_the_upstream(
