@@ -135,7 +135,7 @@ async def not_found(request: web.Request) -> web.Response:
 
 def create_app(config: Config) -> web.Application:
     """The gateway application; its ClientSessions live and die with it (cleanup_ctx)."""
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app = web.Application()
     state = State(config)
     app[STATE] = state
 

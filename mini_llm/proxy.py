@@ -156,68 +156,74 @@ class Forwarder:
         retry = provider.retry
         body = self.body_for(model)
         request = self.exchange.request
-        tail = request.path[3:]  # after "/v1"
+        tail = request.rel_url.raw_path[3:]  # after "/v1", still percent-encoded
         query = request.rel_url.raw_query_string
         backoff = retry.backoff_s
         tries_left = retry.attempts + 1
         last: aiohttp.ClientResponse | None = None
-        while True:
-            key = runtime.keys.acquire() if provider.auth.needs_key else None
-            if provider.auth.needs_key and key is None:
-                if last is not None and final:
-                    return await self._stream(runtime, last)  # the upstream's own answer
+        try:
+            while True:
+                key = runtime.keys.acquire() if provider.auth.needs_key else None
+                if provider.auth.needs_key and key is None:
+                    if last is not None and final:
+                        return await self._stream(runtime, last)  # the upstream's own answer
+                    if last is not None:
+                        last.close()
+                    raise self._all_resting(runtime)
                 if last is not None:
                     last.close()
-                raise self._all_resting(runtime)
-            if last is not None:
-                last.close()
-                last = None
-            tries_left -= 1
-            try:
-                with map_upstream_errors(provider.name):
-                    response = await runtime.connections.session.request(
-                        request.method,
-                        runtime.upstream.url(tail, query, key),
-                        data=body,
-                        headers=runtime.upstream.headers(request.headers.items(), key),
-                        timeout=runtime.timeout,
-                        allow_redirects=False,
+                    last = None
+                tries_left -= 1
+                try:
+                    with map_upstream_errors(provider.name):
+                        response = await runtime.connections.session.request(
+                            request.method,
+                            runtime.upstream.url(tail, query, key),
+                            data=body,
+                            headers=runtime.upstream.headers(request.headers.items(), key),
+                            timeout=runtime.timeout,
+                            allow_redirects=False,
+                        )
+                except GatewayError as err:
+                    if not err.retryable or tries_left <= 0:
+                        raise
+                    await asyncio.sleep(_jittered(backoff))
+                    backoff = min(backoff * 2, retry.max_backoff_s)
+                    continue
+                status = response.status
+                if status == 429 and key is not None:
+                    wait = retry_after_seconds(response.headers)
+                    runtime.keys.rest(
+                        key, provider.cooldown.rate_limited_s if wait is None else wait
                     )
-            except GatewayError as err:
-                if not err.retryable or tries_left <= 0:
-                    raise
-                await asyncio.sleep(_jittered(backoff))
-                backoff = min(backoff * 2, retry.max_backoff_s)
-                continue
-            status = response.status
-            if status == 429 and key is not None:
-                wait = retry_after_seconds(response.headers)
-                runtime.keys.rest(key, provider.cooldown.rate_limited_s if wait is None else wait)
-            elif status in _AUTH_STATUSES and key is not None:
-                log.warning(
-                    "provider %s rejected key %s with %d; resting it for %g s",
-                    provider.name,
-                    mask(key),
-                    status,
-                    provider.cooldown.auth_failed_s,
-                )
-                runtime.keys.rest(key, provider.cooldown.auth_failed_s)
-            elif status not in _RETRY_STATUSES:
-                return await self._stream(runtime, response)
-            if tries_left <= 0:
-                if final:
+                elif status in _AUTH_STATUSES and key is not None:
+                    log.warning(
+                        "provider %s rejected key %s with %d; resting it for %g s",
+                        provider.name,
+                        mask(key),
+                        status,
+                        provider.cooldown.auth_failed_s,
+                    )
+                    runtime.keys.rest(key, provider.cooldown.auth_failed_s)
+                elif status not in _RETRY_STATUSES:
                     return await self._stream(runtime, response)
-                response.close()
-                raise GatewayError(
-                    status,
-                    "upstream_failed",
-                    f"provider `{provider.name}` answered {status}",
-                    retryable=True,
-                )
-            last = response
-            if status in _RETRY_STATUSES:
-                await asyncio.sleep(_jittered(backoff))
-                backoff = min(backoff * 2, retry.max_backoff_s)
+                if tries_left <= 0:
+                    if final:
+                        return await self._stream(runtime, response)
+                    response.close()
+                    raise GatewayError(
+                        status,
+                        "upstream_failed",
+                        f"provider `{provider.name}` answered {status}",
+                        retryable=True,
+                    )
+                last = response
+                if status in _RETRY_STATUSES:
+                    await asyncio.sleep(_jittered(backoff))
+                    backoff = min(backoff * 2, retry.max_backoff_s)
+        finally:
+            if last is not None:  # a failed answer we did not stream (e.g. cancelled)
+                last.close()
 
     def _all_resting(self, runtime: ProviderRuntime) -> GatewayError:
         wait = max(1, math.ceil(runtime.keys.seconds_until_available()))
