@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -85,7 +86,7 @@ def _load(path_arg: str | None, *, as_json: bool) -> Config | None:
                 "errors": [p.as_dict() for p in exc.problems],
                 "warnings": [],
             }
-            print(json.dumps(doc, indent=2))
+            print(json.dumps(doc, indent=2, ensure_ascii=False))
         else:
             # Plain print: one problem per line, never wrapped, so tools can parse it.
             for problem in exc.problems:
@@ -102,7 +103,7 @@ def check_config(path_arg: str | None, *, as_json: bool) -> int:
 
     facts = config_facts(config)
     if as_json:
-        print(json.dumps(facts, indent=2))
+        print(json.dumps(facts, indent=2, ensure_ascii=False))
         return EXIT_OK
     for warning in config.warnings:
         print(warning)
@@ -120,7 +121,7 @@ def route(model: str, path_arg: str | None, request_path: str, *, as_json: bool)
 
     facts = route_facts(compile_routes(config), model, request_path)
     if as_json:
-        print(json.dumps(facts, indent=2))
+        print(json.dumps(facts, indent=2, ensure_ascii=False))
     else:
         print_route(_console(), facts)
     return EXIT_OK if facts["resolved"] else EXIT_INVALID
@@ -130,15 +131,31 @@ def _console() -> Console:
     from rich.console import Console
 
     # Not a terminal (a pipe, a test): do not wrap tables at 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    # emoji=False: a model name like `a:smile:b` is text.
+    return Console(width=None if sys.stdout.isatty() else 160, highlight=False, emoji=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "check-config":
-        return check_config(args.config, as_json=args.json)
-    if args.command == "route":
-        return route(args.model, args.config, args.path, as_json=args.json)
+    if args.command in ("check-config", "route"):
+        # A masked key (`sk-…abcd`) must not crash a terminal that cannot show `…`.
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, io.TextIOWrapper):
+                stream.reconfigure(errors="replace")
+        try:
+            if args.command == "check-config":
+                return check_config(args.config, as_json=args.json)
+            return route(args.model, args.config, args.path, as_json=args.json)
+        except BrokenPipeError:  # `mini-llm check-config | head`: the reader left
+            # Python's own flush of stdout at exit would fail again, noisily.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_INVALID
+        except Exception as exc:  # never a traceback, and never a value that may be a key
+            print(
+                f"mini-llm: internal error ({type(exc).__name__}); please report it",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
     from .server import serve
 
     return serve(

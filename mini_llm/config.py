@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -15,12 +14,33 @@ from urllib.parse import urlsplit
 
 from .environ import apply_overrides
 from .schema import validate
-from .source import ConfigError, Document, Location, Problem, pointer, read_document
+from .source import ConfigError, Document, Location, Problem, nearest, pointer, read_document
 
 AuthStyle = Literal["bearer", "header", "query", "none", "passthrough"]
 DEFAULT_CONFIG_NAME = "mini-llm.yaml"
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+_SECRET_WORDS = ("auth", "key", "token", "secret", "signature", "password", "cookie")
+
+
+def looks_secret(name: str) -> bool:
+    """Header or query parameter names whose values must be masked when shown."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def mask_url(url: str) -> str:
+    """A URL with the values of secret-looking query parameters masked."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url
+    parts = []
+    for pair in query.split("&"):
+        name, eq, value = pair.partition("=")
+        parts.append(f"{name}={mask(value)}" if eq and looks_secret(name) else pair)
+    return base + "?" + "&".join(parts)
 
 
 def mask(secret: str) -> str:
@@ -97,7 +117,8 @@ class Provider:
 
     def __repr__(self) -> str:
         keys = ", ".join(mask(k) for k in self.keys)
-        return f"Provider(name={self.name!r}, base_url={self.base_url!r}, keys=[{keys}])"
+        url = mask_url(self.base_url)
+        return f"Provider(name={self.name!r}, base_url={url!r}, keys=[{keys}])"
 
 
 @dataclass(frozen=True)
@@ -164,8 +185,21 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str]) -> Config:
     """
     doc = read_document(Path(path), env, display=str(path))
     problems = apply_overrides(doc, env)
-    problems += validate(doc)
-    problems += _check_semantics(doc)
+    # A file value that an override replaced no longer matters, nor do its ${VARS}.
+    overridden = {pointer(loc) for loc in doc.overrides}
+    problems += [p for p in doc.problems if not _under(p.pointer, overridden)]
+    # A value already found wrong (an unset variable, a bad override) is reported once:
+    # the schema and the semantic checks skip it, and the semantic checks skip what the
+    # schema already rejected.
+    tainted = {pointer(loc) for loc in doc.tainted}
+    schema_problems = [p for p in validate(doc) if not _under(p.pointer, tainted)]
+    rejected = {p.pointer for p in schema_problems}
+    problems += schema_problems
+    problems += [
+        p
+        for p in _check_semantics(doc)
+        if p.pointer not in rejected and not _under(p.pointer, tainted)
+    ]
     errors = [p for p in problems if p.level == "error"]
     if errors:
         raise ConfigError(errors)
@@ -173,6 +207,10 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str]) -> Config:
     warnings = [p for p in problems if p.level == "warning"]
     warnings += _disabled_warnings(doc, config)
     return _with_warnings(config, warnings)
+
+
+def _under(ptr: str, pointers: set[str]) -> bool:
+    return any(ptr == t or (t != "/" and ptr.startswith(t + "/")) for t in pointers)
 
 
 def _with_warnings(config: Config, warnings: list[Problem]) -> Config:
@@ -200,12 +238,12 @@ def _check_semantics(doc: Document) -> list[Problem]:
     problems: list[Problem] = []
 
     def unknown(location: Location, name: str, what: str) -> Problem:
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        close = nearest(name, names)
         hint = f"; did you mean `{close[0]}`?" if close else ""
-        configured = ", ".join(names) if names else "none"
+        configured = ", ".join(f"`{n}`" for n in names) if names else "none"
         return doc.problem(
             location,
-            f"{what} `{name}` is not a configured provider{hint} (configured: {configured})",
+            f"{what} `{name}`, which is not a configured provider{hint} (configured: {configured})",
         )
 
     def check_target(location: Location, target: Any) -> None:
@@ -213,7 +251,8 @@ def _check_semantics(doc: Document) -> list[Problem]:
             return
         provider, sep, model = target.partition(":")
         if not sep or not provider or not model:
-            problems.append(doc.problem(location, f"target `{target}` must be `provider:model`"))
+            # The schema's pattern says so already; kept for data that skipped it.
+            problems.append(doc.problem(location, f"`{target}` must be `provider:model`"))
         elif provider not in providers:
             problems.append(unknown(location, provider, f"target `{target}` names provider"))
 
@@ -221,21 +260,32 @@ def _check_semantics(doc: Document) -> list[Problem]:
     for alias, target in _mapping(routes.get("aliases")).items():
         location: Location = ("routes", "aliases", alias)
         if isinstance(target, list):
-            seen: set[str] = set()
+            seen: dict[str, int] = {}
             for i, item in enumerate(target):
+                if isinstance(item, str) and item in seen:
+                    problems.append(
+                        doc.problem(
+                            (*location, i),
+                            f"`{item}` is already in this fallback chain"
+                            f" (item {seen[item] + 1}); a target is tried once",
+                        )
+                    )
+                    continue
                 check_target((*location, i), item)
                 if isinstance(item, str):
-                    if item in seen:
-                        problems.append(doc.problem((*location, i), f"`{item}` is listed twice"))
-                    seen.add(item)
+                    seen[item] = i
         else:
             check_target(location, target)
     for prefix, provider in _mapping(routes.get("prefixes")).items():
         if isinstance(provider, str) and provider not in providers:
-            problems.append(unknown(("routes", "prefixes", prefix), provider, "prefix target"))
+            problems.append(
+                unknown(
+                    ("routes", "prefixes", prefix), provider, f"prefix `{prefix}` names provider"
+                )
+            )
     default = routes.get("default")
     if isinstance(default, str) and default not in providers:
-        problems.append(unknown(("routes", "default"), default, "default"))
+        problems.append(unknown(("routes", "default"), default, "default names provider"))
 
     for name, spec in providers.items():
         problems += _check_provider(doc, name, _mapping(spec))
@@ -246,12 +296,10 @@ def _check_provider(doc: Document, name: str, spec: dict[str, Any]) -> list[Prob
     problems: list[Problem] = []
     base: Location = ("providers", name)
     url = spec.get("base_url")
-    if isinstance(url, str) and url:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(
-                doc.problem((*base, "base_url"), "base_url must be an http:// or https:// URL")
-            )
+    if isinstance(url, str) and url.strip():
+        reason = _url_problem(url.strip())
+        if reason:
+            problems.append(doc.problem((*base, "base_url"), reason))
     for header, value in _mapping(spec.get("headers")).items():
         if not _HEADER_NAME.match(header):
             problems.append(
@@ -261,16 +309,58 @@ def _check_provider(doc: Document, name: str, spec: dict[str, Any]) -> list[Prob
             )
         if isinstance(value, str) and ("\r" in value or "\n" in value):
             problems.append(
-                doc.problem((*base, "headers", header), "header values cannot contain line breaks")
+                doc.problem(
+                    (*base, "headers", header), f"the value of header `{header}` has a line break"
+                )
             )
-    auth = spec.get("auth")
-    if isinstance(auth, dict):
-        header = auth.get("header")
-        if isinstance(header, str) and header and not _HEADER_NAME.match(header):
+    auth = spec.get("auth", "bearer")
+    style = auth.get("style") if isinstance(auth, dict) else auth
+    auth_header: str | None = "Authorization" if style == "bearer" else None
+    if isinstance(auth, dict) and style == "header":
+        named = auth.get("header")
+        if isinstance(named, str) and named and not _HEADER_NAME.match(named):
             problems.append(
-                doc.problem((*base, "auth", "header"), f"`{header}` is not a valid header name")
+                doc.problem((*base, "auth", "header"), f"`{named}` is not a valid header name")
+            )
+        auth_header = named if isinstance(named, str) else None
+    if auth_header:
+        # Two values for one header; a null (remove it) is harmless and allowed.
+        for header, value in _mapping(spec.get("headers")).items():
+            if header.lower() == auth_header.lower() and value is not None:
+                problems.append(
+                    doc.problem(
+                        (*base, "headers", header),
+                        f"`{header}` is set by `auth` (the key goes there); remove it from"
+                        " headers, or use `auth: none` to send a fixed value",
+                        key=True,
+                    )
+                )
+    if isinstance(auth, dict) and style == "query":
+        param = auth.get("param")
+        if isinstance(param, str) and param in _mapping(spec.get("query")):
+            problems.append(
+                doc.problem(
+                    (*base, "query", param),
+                    f"query parameter `{param}` is set by `auth` (the key goes there)",
+                    key=True,
+                )
             )
     return problems
+
+
+def _url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "base_url must be an http:// or https:// URL with a host"
+    if any(c.isspace() for c in url):
+        return "base_url must not contain spaces"
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number 0-65535
+    except ValueError:
+        return "base_url has an invalid port"
+    if parts.fragment:
+        return "base_url must not have a #fragment"
+    return None
 
 
 # Building the frozen config ------------------------------------------------------------------

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 
-from .source import Document, Location, Problem
+from .source import Document, Location, Problem, is_typed, nearest
 
 PREFIX = "MINI_LLM__"
 
@@ -20,16 +20,19 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError
-    return value
+_DIGITS = re.compile(r"\s*[0-9]+\s*")
 
 
 def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
+    # Not int(text) alone: it also takes "1_000", "+5" and non-ASCII digits.
+    if not _DIGITS.fullmatch(text):
+        raise ValueError
+    return int(text)
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
         raise ValueError
     return value
 
@@ -80,7 +83,7 @@ def apply_overrides(doc: Document, env: Mapping[str, str]) -> list[Problem]:
         if name.startswith(PREFIX):
             _apply_path_override(doc, name, env[name], problems)
         elif name.startswith("MINI_LLM_") and name not in KNOWN_VARIABLES:
-            hint = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1)
+            hint = nearest(name, sorted(KNOWN_VARIABLES))
             suggestion = f"; did you mean `{hint[0]}`?" if hint else ""
             problems.append(
                 doc.problem(
@@ -99,7 +102,9 @@ def _apply_aliases(doc: Document, text: str, problems: list[Problem]) -> None:
         aliases = json.loads(text)
     except json.JSONDecodeError as exc:
         problems.append(
-            doc.problem(location, f"{ALIASES_VARIABLE} is not valid JSON: {exc.msg}", origin=False)
+            doc.problem(
+                location, f"{ALIASES_VARIABLE} is not valid JSON: {exc.msg}", origin=False, key=True
+            )
         )
         return
     if not isinstance(aliases, dict):
@@ -108,6 +113,7 @@ def _apply_aliases(doc: Document, text: str, problems: list[Problem]) -> None:
                 location,
                 f'{ALIASES_VARIABLE} must be a JSON object of alias -> "provider:model"',
                 origin=False,
+                key=True,
             )
         )
         return
@@ -134,6 +140,10 @@ def _apply_path_override(doc: Document, name: str, text: str, problems: list[Pro
                 doc.problem(location, f"{name} is not a valid value: {reason}", origin=False)
             )
             return
+        # A URL, key, header or model that happens to look like a number or a date
+        # (`KEYS=123456`, `API-VERSION=2024-06-01`) stays text where only text is valid.
+        if not is_typed(location) and not isinstance(value, (str, list, dict, type(None))):
+            value = text.strip()
     _set(doc, location, value, name, problems)
 
 
@@ -154,10 +164,10 @@ def _set(doc: Document, location: Location, value: Any, name: str, problems: lis
             return
         node = child
     node[location[-1]] = value
+    # Whatever the file (or a weaker override) had at and below this point is gone.
+    for record in (doc.env_vars, doc.overrides):
+        for stale in [loc for loc in record if loc[: len(location)] == location]:
+            del record[stale]
+    doc.tainted = {loc for loc in doc.tainted if loc[: len(location)] != location}
     doc.overrides[location] = name
     doc.env_vars[location] = (name,)
-    # Anything the file had below this point is gone; its marks would mislead.
-    for stale in [
-        loc for loc in doc.env_vars if loc[: len(location)] == location and loc != location
-    ]:
-        del doc.env_vars[stale]

@@ -6,22 +6,11 @@ from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .config import Config, mask
+from .config import Config, mask_url
 from .routing import ModelNotFound, RoutingTable
-from .upstream import looks_secret
-
-
-def _shown_base_url(url: str) -> str:
-    base, sep, query = url.partition("?")
-    if not sep:
-        return url
-    parts = []
-    for pair in query.split("&"):
-        name, eq, value = pair.partition("=")
-        parts.append(f"{name}={mask(value)}" if eq and looks_secret(name) else pair)
-    return base + "?" + "&".join(parts)
 
 
 def config_facts(config: Config) -> dict[str, Any]:
@@ -31,7 +20,7 @@ def config_facts(config: Config) -> dict[str, Any]:
         providers[name] = {
             "enabled": p.enabled,
             "disabled_reason": p.disabled_reason,
-            "base_url": _shown_base_url(p.base_url),
+            "base_url": mask_url(p.base_url),
             "auth": p.auth.describe(),
             "keys": len(p.keys),
             "headers": sorted(n for n, _ in p.headers),
@@ -65,11 +54,16 @@ def print_config(console: Console, facts: dict[str, Any]) -> None:
     providers = Table(title="Providers", title_justify="left")
     for column in ("name", "status", "base URL", "auth", "keys"):
         providers.add_column(column, overflow="fold")
+    # Every value from the file goes through escape(): `[x]` in a name is text, not markup.
     for name, p in facts["providers"].items():
         status = (
-            "[green]enabled[/]" if p["enabled"] else f"[yellow]disabled[/]: {p['disabled_reason']}"
+            "[green]enabled[/]"
+            if p["enabled"]
+            else f"[yellow]disabled[/]: {escape(p['disabled_reason'])}"
         )
-        providers.add_row(name, status, p["base_url"] or "-", p["auth"], str(p["keys"]))
+        providers.add_row(
+            escape(name), status, escape(p["base_url"] or "-"), escape(p["auth"]), str(p["keys"])
+        )
     console.print(providers)
 
     routes = Table(title="Routes", title_justify="left")
@@ -78,10 +72,10 @@ def print_config(console: Console, facts: dict[str, Any]) -> None:
     r = facts["routes"]
     for alias, targets in r["aliases"].items():
         kind = "fallback" if len(targets) > 1 else "alias"
-        routes.add_row(kind, alias, " -> ".join(targets))
+        routes.add_row(kind, escape(alias), escape(" -> ".join(targets)))
     for prefix, provider in sorted(r["prefixes"].items(), key=lambda kv: -len(kv[0])):
-        routes.add_row("prefix", f"{prefix}*", provider)
-    routes.add_row("default", "*", r["default"] or "- (unmatched models get 404)")
+        routes.add_row("prefix", escape(f"{prefix}*"), escape(provider))
+    routes.add_row("default", "*", escape(r["default"] or "- (unmatched models get 404)"))
     console.print(routes)
 
     server = Table(title="Server", title_justify="left")
@@ -91,7 +85,7 @@ def print_config(console: Console, facts: dict[str, Any]) -> None:
     for key, value in facts["server"].items():
         source = env_by_pointer.get(f"/server/{key}")
         note = f"  [dim](from {', '.join(source)})[/]" if source else ""
-        server.add_row(key, f"{value}{note}")
+        server.add_row(key, f"{escape(str(value))}{note}")
     console.print(server)
 
     if facts["environment"]:
@@ -99,7 +93,7 @@ def print_config(console: Console, facts: dict[str, Any]) -> None:
         env.add_column("setting")
         env.add_column("variable")
         for entry in facts["environment"]:
-            env.add_row(entry["pointer"], ", ".join(entry["variables"]))
+            env.add_row(escape(entry["pointer"]), escape(", ".join(entry["variables"])))
         console.print(env)
 
 
@@ -144,9 +138,12 @@ def route_facts(table: RoutingTable, model: str, path: str) -> dict[str, Any]:
 
 def print_route(console: Console, facts: dict[str, Any]) -> None:
     if not facts["resolved"]:
-        console.print(f"[red]not routed[/]: {facts['error']}", highlight=False)
+        console.print(f"[red]not routed[/]: {escape(facts['error'])}", highlight=False)
         return
-    console.print(f"[bold]{facts['model']}[/] matched {facts['explanation']}", highlight=False)
+    console.print(
+        f"[bold]{escape(facts['model'])}[/] matched {escape(facts['explanation'])}",
+        highlight=False,
+    )
     chain = len(facts["targets"]) > 1
     for i, t in enumerate(facts["targets"], 1):
         table = Table(
@@ -154,12 +151,16 @@ def print_route(console: Console, facts: dict[str, Any]) -> None:
         )
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
-        status = "enabled" if t["enabled"] else f"[yellow]disabled[/]: {t['disabled_reason']} (503)"
-        table.add_row("provider", f"{t['provider']} ({status})")
+        status = (
+            "enabled"
+            if t["enabled"]
+            else f"[yellow]disabled[/]: {escape(t['disabled_reason'])} (503)"
+        )
+        table.add_row("provider", f"{escape(t['provider'])} ({status})")
         note = "" if not t["body_rewritten"] else "  [dim](body rewritten)[/]"
-        table.add_row("upstream model", t["model"] + note)
-        table.add_row("url", t["url"] or "-")
+        table.add_row("upstream model", escape(t["model"]) + note)
+        table.add_row("url", escape(t["url"] or "-"))
         for name, value in t["headers"].items():
-            table.add_row(f"header {name}", value)
+            table.add_row(escape(f"header {name}"), escape(value))
         table.add_row("keys", str(t["keys"]) + (" (round-robin)" if t["keys"] > 1 else ""))
         console.print(table)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from .config import Config, Provider, Target
+from .source import nearest
 from .upstream import Upstream
 
 Rule = Literal["alias", "explicit", "prefix", "default"]
@@ -79,7 +79,7 @@ class RoutingTable:
         raise ModelNotFound(model, self.nearest_aliases(model))
 
     def nearest_aliases(self, model: str, n: int = 3) -> list[str]:
-        return difflib.get_close_matches(model, list(self._aliases), n=n, cutoff=0.4)
+        return nearest(model, self._aliases, n=n, cutoff=0.4)
 
 
 def compile_routes(config: Config) -> RoutingTable:

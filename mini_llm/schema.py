@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import json
+from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
-from .source import Document, Location, Problem
+from .source import Document, Location, Problem, nearest
 
 SCHEMA_NAME = "mini-llm.schema.json"
 
@@ -64,6 +64,8 @@ def validate(doc: Document) -> list[Problem]:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, (date, datetime)):
+        return "a date"
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
@@ -72,7 +74,7 @@ def _secret(location: Location) -> bool:
 
 
 def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    close = nearest(word, choices)
     return f"; did you mean `{close[0]}`?" if close else ""
 
 
@@ -101,6 +103,15 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
     schema: Any = error.schema
     if kind in ("anyOf", "oneOf"):
         return _explain_choice(error, doc, location)
+    custom = schema.get("errorMessage") if isinstance(schema, dict) else None
+    if len(error.schema_path) >= 2 and list(error.schema_path)[-2] == "propertyNames":
+        # jsonschema reports a bad mapping key as the key string failing the inner rule,
+        # located at the mapping: point at the key itself.
+        reason = custom or error.message
+        return [doc.problem((*location, value), f"invalid name `{value}`: {reason}", key=True)]
+    if custom and kind not in ("type", "required", "additionalProperties"):
+        shown = "" if _secret(location) or not isinstance(value, str) else f"`{value}` "
+        return [doc.problem(location, f"{shown}{custom}")]
     if kind == "additionalProperties" and isinstance(value, dict):
         allowed = sorted(schema.get("properties", {}))
         if not allowed:  # a map whose values failed: jsonschema reports them separately
@@ -113,19 +124,22 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
     if kind == "required":
         missing = [k for k in rule if k not in value]
         return [doc.problem(location, f"missing required key `{k}`", key=True) for k in missing]
-    if kind == "propertyNames":
-        name = error.instance
-        parent = location
-        return [doc.problem((*parent, name), f"invalid name `{name}`: {_rule(error)}", key=True)]
     if kind == "type":
         expected = rule
         names = [expected] if isinstance(expected, str) else list(expected)
         want = " or ".join(_SCHEMA_TYPES.get(n, n) for n in names)
-        return [doc.problem(location, f"expected {want}, got {_describe(value)}")]
+        return [
+            doc.problem(
+                location, f"expected {want}, got {_describe(value)}{_quote_hint(names, value)}"
+            )
+        ]
     if kind == "enum":
         choices = [str(c) for c in rule]
         shown = "" if _secret(location) else f"`{value}` "
         hint = _suggest(str(value), choices) if isinstance(value, str) else ""
+        if location[-1:] == ("auth",) and value in ("header", "query"):
+            field = "header: NAME" if value == "header" else "param: NAME"
+            hint = f"; write `auth: {{style: {value}, {field}}}`"
         return [doc.problem(location, f"{shown}is not one of: {', '.join(choices)}{hint}")]
     if kind == "const":
         return [doc.problem(location, f"must be {json.dumps(rule)}")]
@@ -150,20 +164,16 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
     return [doc.problem(location, error.message)]
 
 
-def _rule(error: ValidationError) -> str:
-    inner = error.context[0] if error.context else None
-    if inner is not None and inner.validator == "pattern":
-        return (
-            "use letters, digits, '.', '_' and '-' only (no ':'), starting with a letter or digit"
-        )
-    if inner is not None and inner.validator == "minLength":
-        return "must not be empty"
-    return "not allowed here"
+def _quote_hint(expected: list[str], value: Any) -> str:
+    # YAML reads 2023-06-01 as a date, 1.0 as a number, yes as true: text needs quotes.
+    if "string" in expected and not isinstance(value, (str, list, dict, type(None))):
+        return " (put it in quotes to make it text)"
+    return ""
 
 
 def _explain_choice(error: ValidationError, doc: Document, location: Location) -> list[Problem]:
     """For anyOf/oneOf, explain the branch whose type the value has, else list the types."""
-    root = _validator().schema
+    root: Any = _validator().schema
     value = error.instance
     branches: dict[int, list[ValidationError]] = {}
     for sub in error.context or []:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ Location = tuple[str | int, ...]
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
+_HOLE = "\x00"  # stands for an unset variable while deciding whether it only empties a value
+_ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
 @dataclass(frozen=True, order=True)
@@ -32,7 +35,12 @@ class Problem:
     def __str__(self) -> str:
         where = f" (at {self.pointer})" if self.pointer else ""
         level = "warning: " if self.level == "warning" else ""
-        return f"{self.file}:{self.line}:{self.col}: {level}{self.message}{where}"
+        text = f"{self.file}:{self.line}:{self.col}: {level}{self.message}{where}"
+        # One problem, one line: a key or value with a line break must not split it.
+        return text.translate(_ONE_LINE)
+
+    def file_key(self) -> tuple[str, int, int, str, str]:
+        return (self.file, self.line, self.col, self.level, self.message)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,8 +57,21 @@ class ConfigError(Exception):
     """The routing table cannot be used; ``problems`` says every reason, sorted."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(problems)
+        # A node reached through several YAML aliases reports the same problem once.
+        unique: dict[tuple[str, int, int, str, str], Problem] = {}
+        for problem in sorted(problems):
+            unique.setdefault(problem.file_key(), problem)
+        self.problems = list(unique.values())
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def nearest(word: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The choices closest to a misspelt word, best first; case does not count against it."""
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(choice.lower(), choice)
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=cutoff)
+    return [by_lower[c] for c in close]
 
 
 def pointer(location: Location) -> str:
@@ -73,6 +94,10 @@ class Document:
     env_vars: dict[Location, tuple[str, ...]] = field(default_factory=dict)
     # Location -> the MINI_LLM_* variable that replaced the file's value.
     overrides: dict[Location, str] = field(default_factory=dict)
+    # Problems found while composing (duplicate keys, ${VARS}); later stages still run.
+    problems: list[Problem] = field(default_factory=list)
+    # Values known to be wrong already: later stages do not report them a second time.
+    tainted: set[Location] = field(default_factory=set)
 
     def mark(self, location: Location, *, key: bool = False) -> tuple[int, int]:
         """Line and column of a location, or of its nearest ancestor that has one."""
@@ -115,7 +140,11 @@ class Document:
 
 
 def read_document(path: Path, env: Mapping[str, str], display: str | None = None) -> Document:
-    """Read, compose and interpolate a YAML file; raise ConfigError on any problem."""
+    """Read, compose and interpolate a YAML file.
+
+    Raises ConfigError when the file cannot be read or parsed at all; problems in its
+    content (duplicate keys, unset variables) are collected in ``Document.problems``.
+    """
     name = display or str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -133,47 +162,88 @@ def read_document(path: Path, env: Mapping[str, str], display: str | None = None
 
 
 def parse_document(text: str, name: str, env: Mapping[str, str]) -> Document:
-    """Compose YAML text into an interpolated Document; duplicate keys are errors."""
+    """Compose YAML text into an interpolated Document; duplicate keys are problems.
+
+    Raises ConfigError only for text that is not YAML or holds no document.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise ConfigError([Problem(name, line, col, f"YAML syntax error: {message}")]) from None
+        raise ConfigError([_syntax_problem(exc, text, name)]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: a position, not a mark
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        problem = f"YAML syntax error: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise ConfigError([Problem(name, line, col, problem)]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([Problem(name, 1, 1, f"YAML error: {exc}")]) from None
-    if node is None:
+        raise ConfigError([Problem(name, 1, 1, f"YAML syntax error: {exc}")]) from None
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style):
+        # Nothing at all, only comments, or a lone `---`.
         raise ConfigError([Problem(name, 1, 1, "the file is empty; expected a mapping")])
     doc = Document(name, None)
-    problems: list[Problem] = []
-    doc.data = _Composer(doc, problems, env).convert(node, ())
-    if problems:
-        raise ConfigError(problems)
+    doc.data = _Composer(doc, env).convert(node, ())
     return doc
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, name: str) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    message = exc.problem or exc.context or "invalid YAML"
+    context = exc.context if exc.problem else None
+    if context:
+        started = exc.context_mark
+        if started is not None and started.line + 1 != line:
+            context = f"{context} started on line {started.line + 1}"
+        message = f"{message} ({context})"
+    if "'\\t'" in message:
+        message += "; indent with spaces, not tabs"
+    lines = text.splitlines()
+    if "flow" in message and 0 < line <= len(lines) and "${" in lines[line - 1]:
+        message += '; inside [ ] or { } put a ${...} value in quotes: "${VAR}"'
+    return Problem(name, line, col, f"YAML syntax error: {message}")
 
 
 class _Composer:
     """Turns composed YAML nodes into plain data, recording marks as it goes."""
 
-    def __init__(self, doc: Document, problems: list[Problem], env: Mapping[str, str]) -> None:
+    def __init__(self, doc: Document, env: Mapping[str, str]) -> None:
         self.doc = doc
-        self.problems = problems
+        self.problems = doc.problems
         self.env = env
         self.constructor = yaml.constructor.SafeConstructor()
+        self.open_nodes: set[int] = set()  # collections being converted: catches `&a [*a]`
 
     def convert(self, node: yaml.Node, location: Location) -> Any:
-        self.doc.marks.setdefault(location, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, location)
-        if isinstance(node, yaml.SequenceNode):
+        self.doc.marks.setdefault(location, _mark(node))
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, location)
+        if id(node) in self.open_nodes:
+            self.problems.append(
+                self.doc.problem(location, "an alias inside this anchored value refers back to it")
+            )
+            self.doc.tainted.add(location)
+            return None
+        self.open_nodes.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, location)
             return [self.convert(item, (*location, i)) for i, item in enumerate(node.value)]
+        finally:
+            self.open_nodes.discard(id(node))
+
+    def _scalar(self, node: yaml.ScalarNode, location: Location) -> Any:
         if node.tag == _STR_TAG and "$" in node.value:
             return self._interpolate(node, location)
         try:
             return self.constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self.problems.append(self.doc.problem(location, f"invalid value: {exc}"))
+        except Exception as exc:  # an explicit tag on text it cannot read: `!!int many`
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            if isinstance(exc, yaml.YAMLError):
+                reason = getattr(exc, "problem", None) or f"`{node.value}` is not a valid {tag}"
+            else:
+                reason = f"`{node.value}` is not a valid {tag}"
+            self.problems.append(self.doc.problem(location, f"invalid value: {reason}"))
+            self.doc.tainted.add(location)
             return None
 
     def _interpolate(self, node: yaml.ScalarNode, location: Location) -> Any:
@@ -181,39 +251,48 @@ class _Composer:
             result = expand(node.value, self.env)
         except InterpolationError as exc:
             self.problems.append(self.doc.problem(location, str(exc)))
+            self.doc.tainted.add(location)
             return node.value
         if result.used:
             self.doc.env_vars[location] = tuple(result.used)
-        if result.missing and not _may_be_empty(location):
+        if result.missing and not self._only_empties(node.value, location):
             for name in result.missing:
                 self.problems.append(
                     self.doc.problem(
                         location,
-                        f"environment variable `{name}` is not set and has no default",
+                        f"environment variable `{name}` is not set and has no default"
+                        " (write `${" + name + ":-}` to allow it to be empty)",
                         origin=False,
                     )
                 )
-        if node.style is None and _may_retype(location):
+            self.doc.tainted.add(location)
+        if node.style is None and is_typed(location):
             return retype(result.text)
         return result.text
+
+    def _only_empties(self, text: str, location: Location) -> bool:
+        """True when unset variables only empty a provider's base_url or (some of) its keys."""
+        if not _may_be_empty(location):
+            return False
+        holed = expand(text, self.env, hole=_HOLE).text
+        # A keys string is split at commas, and an emptied entry is dropped.
+        split = location[2] == "keys" and len(location) == 3
+        pieces = holed.split(",") if split else [holed]
+        return all(not p.replace(_HOLE, "").strip() for p in pieces if _HOLE in p)
 
     def _mapping(self, node: yaml.MappingNode, location: Location) -> dict[str, Any]:
         result: dict[str, Any] = {}
         first_seen: dict[str, int] = {}
-        merged: list[dict[str, Any]] = []
+        merges: list[yaml.Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                value = self.convert(value_node, location)
-                sources = value if isinstance(value, list) else [value]
-                merged.extend(s for s in sources if isinstance(s, dict))
+                merges.append(value_node)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 self.problems.append(
                     Problem(
                         self.doc.file,
-                        line,
-                        col,
+                        *_mark(key_node),
                         "mapping keys must be plain names",
                         pointer(location),
                     )
@@ -221,7 +300,7 @@ class _Composer:
                 continue
             key = str(key_node.value)
             child = (*location, key)
-            key_mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            key_mark = _mark(key_node)
             if key in first_seen:
                 self.problems.append(
                     Problem(
@@ -233,12 +312,31 @@ class _Composer:
                 )
                 continue
             first_seen[key] = key_mark[0]
-            self.doc.key_marks[child] = key_mark
+            # setdefault: keys merged in later from `<<: *base` must not move these marks.
+            self.doc.key_marks.setdefault(child, key_mark)
             result[key] = self.convert(value_node, child)
-        for source in reversed(merged):
-            for key, value in source.items():
-                result.setdefault(key, value)
+        # `<<: *base` (or a list of them; the earlier one wins) fills in the keys not
+        # written here. Converted after this mapping's own keys so that their marks win.
+        for merge in merges:
+            sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    self.problems.append(
+                        Problem(
+                            self.doc.file,
+                            *_mark(source),
+                            "`<<` merges a mapping or a list of mappings",
+                            pointer(location),
+                        )
+                    )
+                    continue
+                for key, value in self.convert(source, location).items():
+                    result.setdefault(key, value)
         return result
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _may_be_empty(location: Location) -> bool:
@@ -249,8 +347,8 @@ def _may_be_empty(location: Location) -> bool:
 _TYPED_SECTIONS = frozenset({"timeouts", "pool", "retry", "cooldown"})
 
 
-def _may_retype(location: Location) -> bool:
-    # Numbers and booleans live only in these sections; names, URLs and keys stay text.
+def is_typed(location: Location) -> bool:
+    """Numbers and booleans live only in these sections; names, URLs and keys stay text."""
     if not location:
         return False
     if location[0] in ("version", "server", "defaults"):
@@ -274,39 +372,41 @@ class Expansion:
     missing: list[str] = field(default_factory=list)  # referenced, unset, without default
 
 
-def expand(text: str, env: Mapping[str, str]) -> Expansion:
-    """Expand ``${VAR}``, ``${VAR:-default}`` (defaults nest) and ``$$`` in text."""
+def expand(text: str, env: Mapping[str, str], *, hole: str = "") -> Expansion:
+    """Expand ``${VAR}``, ``${VAR:-default}`` (defaults nest) and ``$$`` in text.
+
+    An unset ``${VAR}`` without default expands to ``hole``. A default is expanded (and
+    its variables count as used or missing) only when it is taken.
+    """
     result = Expansion("")
-    result.text, _ = _expand(text, 0, env, result, nested=False)
+    result.text, _ = _expand(text, 0, env, result, hole, nested=False)
     return result
 
 
 def _expand(
-    text: str, pos: int, env: Mapping[str, str], out: Expansion, *, nested: bool
+    text: str, pos: int, env: Mapping[str, str], out: Expansion, hole: str, *, nested: bool
 ) -> tuple[str, int]:
+    """Expand from pos to the end, or (nested) to the next unmatched ``}``."""
     parts: list[str] = []
     n = len(text)
     while pos < n:
         ch = text[pos]
         if nested and ch == "}":
             return "".join(parts), pos
-        if ch != "$" or pos + 1 >= n:
+        if ch != "$" or pos + 1 >= n or text[pos + 1] not in "${":
             parts.append(ch)
             pos += 1
             continue
-        nxt = text[pos + 1]
-        if nxt == "$":
+        if text[pos + 1] == "$":
             parts.append("$")
             pos += 2
             continue
-        if nxt != "{":
-            parts.append(ch)
-            pos += 1
-            continue
         match = _VAR_NAME.match(text, pos + 2)
         if not match:
+            shown = text[pos : pos + 12] + ("…" if pos + 12 < n else "")
             raise InterpolationError(
-                f"`${{` at character {pos + 1} must be followed by a variable name"
+                f"`{shown}`: `${{` must be followed by a variable name (letters, digits, `_`);"
+                " write `$$` for a literal `$`"
             )
         name = match.group()
         pos = match.end()
@@ -314,21 +414,28 @@ def _expand(
             out.used.append(name)
         value = env.get(name)
         if text.startswith(":-", pos):
-            default, pos = _expand(text, pos + 2, env, out, nested=True)
+            scratch = Expansion("")
+            default, pos = _expand(text, pos + 2, env, scratch, hole, nested=True)
             if pos >= n:
                 raise InterpolationError(f"`${{{name}:-` is not closed with `}}`")
-            parts.append(value if value else default)
+            if value:
+                parts.append(value)
+            else:
+                parts.append(default)
+                out.used.extend(v for v in scratch.used if v not in out.used)
+                out.missing.extend(v for v in scratch.missing if v not in out.missing)
         elif pos < n and text[pos] == "}":
             if value is None:
-                out.missing.append(name)
-            parts.append(value or "")
+                if name not in out.missing:
+                    out.missing.append(name)
+                parts.append(hole)
+            else:
+                parts.append(value)
         else:
             raise InterpolationError(
                 f"`${{{name}` must be closed with `}}` or continue with `:-default}}`"
             )
         pos += 1
-    if nested:
-        raise InterpolationError("`${` is not closed with `}`")
     return "".join(parts), pos
 
 

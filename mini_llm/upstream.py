@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
 
-from .config import Provider, mask
+from .config import Provider, looks_secret, mask
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the client library sets for its own socket.
 HOP_BY_HOP = frozenset(
@@ -24,13 +24,6 @@ HOP_BY_HOP = frozenset(
 )
 CLIENT_CREDENTIALS = frozenset({"authorization", "x-api-key", "api-key"})
 _ALWAYS_DROPPED = HOP_BY_HOP | {"host", "content-length"}
-_SECRET_WORDS = ("auth", "key", "token", "secret", "signature", "password", "cookie")
-
-
-def looks_secret(name: str) -> bool:
-    """Header or query parameter names whose values must be masked when shown."""
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
 
 
 class Upstream:
@@ -115,11 +108,18 @@ class Upstream:
         return shown
 
     def shown_url(self, tail: str, key: str | None) -> str:
-        """The upstream URL with secret-looking query values masked."""
+        """The upstream URL with the key and secret-looking query values masked."""
         url = self.url(tail, "", key)
         base, sep, query = url.partition("?")
-        if not sep:
-            return url
-        pairs = parse_qsl(query, keep_blank_values=True)
-        shown = [(k, mask(v) if looks_secret(k) else v) for k, v in pairs]
-        return base + "?" + urlencode(shown, safe="…")
+        pairs = parse_qsl(query, keep_blank_values=True) if sep else []
+        shown = []
+        for name, value in pairs:
+            if name == self._auth_param or looks_secret(name):
+                # Built by hand: urlencode would percent-encode the mask's ellipsis.
+                masked = "…".join(quote_plus(part) for part in mask(value).split("…"))
+                shown.append(f"{quote_plus(name)}={masked}")
+            else:
+                shown.append(urlencode([(name, value)]))
+        if self._auth_param is not None and key is None:
+            shown.append(f"{quote_plus(self._auth_param)}=<no key>")
+        return base + ("?" + "&".join(shown) if shown else "")
