@@ -50,7 +50,7 @@ def apply_flags(
 ) -> Config:
     """Command-line flags take precedence over the environment and the file."""
     flags = {"host": host, "port": port, "log_requests": log_requests, "reload": reload}
-    changes = {k: v for k, v in flags.items() if v is not None}
+    changes: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if not changes:
         return config
     return dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))
@@ -113,7 +113,12 @@ def serve(
         return EXIT_STARTUP_FAILED
     for warning in config.warnings:
         log.warning("%s", warning)
-    flags = {"host": host, "port": port, "log_requests": log_requests, "reload": reload}
+    flags: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_requests": log_requests,
+        "reload": reload,
+    }
     config = apply_flags(config, **flags)
     try:
         sock = bind(config.server.host, config.server.port, config.server.port_retries)
