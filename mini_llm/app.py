@@ -12,7 +12,7 @@ from aiohttp import web
 
 from . import __version__
 from .config import Config
-from .errors import GatewayError
+from .errors import ProxyError
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
 from .proxy import Exchange, error_response, handle, request_id_of
 from .routing import compile_routes
@@ -129,7 +129,7 @@ async def routed(request: web.Request) -> web.StreamResponse:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    err = GatewayError(404, "not_found", f"no route for {request.method} {request.path}")
+    err = ProxyError(404, "not_found", f"no route for {request.method} {request.path}")
     return error_response(request.path, request_id_of(request), "-", err)
 
 

@@ -33,7 +33,7 @@ _ANTHROPIC_TYPES = {
 }
 
 
-class GatewayError(Exception):
+class ProxyError(Exception):
     """An answer the gateway gives itself. The message is shown to the client: no secrets."""
 
     def __init__(
@@ -92,22 +92,22 @@ def _raise_mapped(provider: str, exc: BaseException) -> None:
     try:
         raise exc
     except aiohttp.ConnectionTimeoutError:
-        raise GatewayError(
+        raise ProxyError(
             504,
             "upstream_timeout",
             f"provider `{provider}` did not accept a connection in time",
             retryable=True,
         ) from None
     except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-        raise GatewayError(
+        raise ProxyError(
             504, "upstream_timeout", f"provider `{provider}` did not answer in time"
         ) from None
     except aiohttp.ClientConnectorError:
-        raise GatewayError(
+        raise ProxyError(
             502, "upstream_unreachable", f"provider `{provider}` is unreachable", retryable=True
         ) from None
     except (aiohttp.ClientError, OSError):
-        raise GatewayError(
+        raise ProxyError(
             502,
             "upstream_error",
             f"provider `{provider}` closed the connection without an answer",

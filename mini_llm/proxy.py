@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .config import mask
-from .errors import GatewayError, error_body, map_upstream_errors, stream_error_event
+from .errors import ProxyError, error_body, map_upstream_errors, stream_error_event
 from .keys import retry_after_seconds
 from .pools import ProviderRuntime, Snapshot
 from .routing import ModelNotFound, Route
@@ -46,7 +46,7 @@ def request_id_of(request: web.Request) -> str:
     return uuid.uuid4().hex
 
 
-def error_response(path: str, request_id: str, route: str, err: GatewayError) -> web.Response:
+def error_response(path: str, request_id: str, route: str, err: ProxyError) -> web.Response:
     headers = {"x-request-id": request_id, "x-mini-llm-route": route, **err.headers}
     return web.Response(
         status=err.status,
@@ -59,7 +59,7 @@ def error_response(path: str, request_id: str, route: str, err: GatewayError) ->
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than `limit` bytes before and while reading."""
     length = request.content_length
-    too_large = GatewayError(
+    too_large = ProxyError(
         413, "request_too_large", f"request body is larger than the limit of {limit} bytes"
     )
     if length is not None:
@@ -79,18 +79,18 @@ def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise GatewayError(400, "invalid_json", "request body is not valid JSON") from None
+        raise ProxyError(400, "invalid_json", "request body is not valid JSON") from None
     if not isinstance(doc, dict):
-        raise GatewayError(400, "invalid_json", "request body must be a JSON object")
+        raise ProxyError(400, "invalid_json", "request body must be a JSON object")
     model = doc.get("model")
     if model is None:
-        raise GatewayError(400, "missing_model", "request body has no `model`")
+        raise ProxyError(400, "missing_model", "request body has no `model`")
     if not isinstance(model, str):
-        raise GatewayError(400, "invalid_model", "`model` must be a string")
+        raise ProxyError(400, "invalid_model", "`model` must be a string")
     if not model:
-        raise GatewayError(400, "invalid_model", "`model` must not be empty")
+        raise ProxyError(400, "invalid_model", "`model` must not be empty")
     if len(model) > MAX_MODEL_CHARS:
-        raise GatewayError(
+        raise ProxyError(
             400, "invalid_model", f"`model` must be at most {MAX_MODEL_CHARS} characters"
         )
     return model, doc
@@ -116,14 +116,14 @@ class Forwarder:
         return json.dumps(doc, ensure_ascii=False).encode()
 
     async def forward(self) -> web.StreamResponse:
-        last_error: GatewayError | None = None
+        last_error: ProxyError | None = None
         for position, target in enumerate(self.route.targets):
             self.exchange.route_header = str(target)
             more = position + 1 < len(self.route.targets)
             runtime = self.snapshot.runtimes.get(target.provider)
             provider = self.snapshot.table.providers[target.provider]
             if runtime is None or not provider.enabled:
-                last_error = GatewayError(
+                last_error = ProxyError(
                     503,
                     "provider_disabled",
                     f"{provider.disabled_reason}; requests routed to it cannot be served",
@@ -132,7 +132,7 @@ class Forwarder:
                 continue
             try:
                 return await self._try_target(runtime, target.model, final=not more)
-            except GatewayError as err:
+            except ProxyError as err:
                 if not (err.retryable and more):
                     raise
                 last_error = err
@@ -184,7 +184,7 @@ class Forwarder:
                             timeout=runtime.timeout,
                             allow_redirects=False,
                         )
-                except GatewayError as err:
+                except ProxyError as err:
                     if not err.retryable or tries_left <= 0:
                         raise
                     await asyncio.sleep(_jittered(backoff))
@@ -211,7 +211,7 @@ class Forwarder:
                     if final:
                         return await self._stream(runtime, response)
                     response.close()
-                    raise GatewayError(
+                    raise ProxyError(
                         status,
                         "upstream_failed",
                         f"provider `{provider.name}` answered {status}",
@@ -225,9 +225,9 @@ class Forwarder:
             if last is not None:  # a failed answer we did not stream (e.g. cancelled)
                 last.close()
 
-    def _all_resting(self, runtime: ProviderRuntime) -> GatewayError:
+    def _all_resting(self, runtime: ProviderRuntime) -> ProxyError:
         wait = max(1, math.ceil(runtime.keys.seconds_until_available()))
-        return GatewayError(
+        return ProxyError(
             429,
             "all_keys_resting",
             f"every key of provider `{runtime.provider.name}` is resting after upstream "
@@ -321,7 +321,7 @@ async def handle(
         try:
             route = snapshot.table.resolve(model)
         except ModelNotFound as exc:
-            raise GatewayError(404, "model_not_found", str(exc)) from None
+            raise ProxyError(404, "model_not_found", str(exc)) from None
         return await Forwarder(exchange, snapshot, body, doc, route).forward()
-    except GatewayError as err:
+    except ProxyError as err:
         return error_response(path, exchange.request_id, exchange.route_header, err)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
+from .parent import parent_pid, watch_parent
 from .reload import Reloader
 from .source import ConfigError
 
@@ -161,6 +162,7 @@ async def _run(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload(force=True)))
+    spawn(watch_parent(parent_pid(env), stop))  # a parent that dies takes us with it
     if config.server.reload:
         watching = asyncio.Event()
         spawn(reloader.watch(stop, watching))
