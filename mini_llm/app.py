@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -78,6 +79,7 @@ async def health(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "version": __version__,
+            "pid": os.getpid(),  # tells apart the workers of `serve --workers N`
             "config": {
                 "path": state.config.path,
                 "generation": snapshot.generation,

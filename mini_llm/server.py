@@ -21,6 +21,7 @@ from .config import Config, find_config, load_config
 from .parent import parent_pid, watch_parent
 from .reload import Reloader
 from .source import ConfigError
+from .workers import WORKER_VARIABLE, supervise
 
 log = logging.getLogger("mini_llm")
 
@@ -57,7 +58,9 @@ def apply_flags(
     return dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))
 
 
-def bind(host: str, port: int, retries: int, *, reuse_port: bool = False) -> socket.socket:
+def bind(
+    host: str, port: int, retries: int, *, reuse_port: bool = False, listen: bool = True
+) -> socket.socket:
     """A listening socket on port, or the next free one up to `retries` more."""
     last: OSError | None = None
     candidates = [0] if port == 0 else range(port, min(port + retries, 65535) + 1)
@@ -72,7 +75,8 @@ def bind(host: str, port: int, retries: int, *, reuse_port: bool = False) -> soc
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
-            sock.listen(1024)
+            if listen:
+                sock.listen(1024)
             sock.setblocking(False)
             return sock
         except OSError as exc:
@@ -121,11 +125,25 @@ def serve(
         "reload": reload,
     }
     config = apply_flags(config, **flags)
+    worker = environ.get(WORKER_VARIABLE) == "1"
+    server = config.server
     try:
-        sock = bind(config.server.host, config.server.port, config.server.port_retries)
+        if workers > 1 and not worker:
+            # Holds the port (bound, not listening) while the workers listen on it.
+            sock = bind(
+                server.host, server.port, server.port_retries, reuse_port=True, listen=False
+            )
+        else:
+            retries = 0 if worker else server.port_retries
+            sock = bind(server.host, server.port, retries, reuse_port=worker)
     except (BindError, OSError) as exc:
         print(f"mini-llm: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
+    if workers > 1 and not worker:
+        argv = [sys.executable, "-m", "mini_llm", "serve", "-c", str(path)]
+        argv += ["--log-requests"] if log_requests else []
+        argv += ["--no-reload"] if reload is False else []
+        return asyncio.run(supervise(sock, argv, workers, environ, server.shutdown_grace_s))
     reloader_flags = {k: v for k, v in flags.items() if v is not None}
     return asyncio.run(_run(config, sock, Path(path), environ, reloader_flags))
 
