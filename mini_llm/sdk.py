@@ -268,17 +268,17 @@ class _Base(Generic[ChildT]):
 
     def __init__(
         self,
-        config: str | os.PathLike[str] | None,
-        port: int | None,
-        host: str | None,
-        env: Mapping[str, str] | None,
+        config: str | os.PathLike[str] | None = None,
+        port: int | None = 3333,
+        host: str | None = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
         *,
-        restart_on_crash: bool,
-        start_timeout: float,
-        stop_grace: float,
-        python: str,
-        log_requests: bool,
-        reload: bool | None,
+        restart_on_crash: bool = False,
+        start_timeout: float = 10.0,
+        stop_grace: float = 5.0,
+        python: str = sys.executable,
+        log_requests: bool = False,
+        reload: bool | None = None,
     ) -> None:
         if start_timeout <= 0 or stop_grace < 0:
             raise ValueError("start_timeout must be > 0 and stop_grace >= 0")
@@ -299,6 +299,10 @@ class _Base(Generic[ChildT]):
         self.restarts = 0  # how many times a crashed child was replaced
         self._address: tuple[str, int] | None = None
         self._child: ChildT | None = None
+        self._setup()
+
+    def _setup(self) -> None:
+        """Per-flavour state (threads or tasks); called at the end of __init__."""
 
     @property
     def host(self) -> str:
@@ -461,32 +465,7 @@ class _Child:
 class Gateway(_Base[_Child]):
     """`mini-llm serve` as a child process: `with Gateway(...) as gw: use(gw.url)`."""
 
-    def __init__(
-        self,
-        config: str | os.PathLike[str] | None = None,
-        port: int | None = 3333,
-        host: str | None = "127.0.0.1",
-        env: Mapping[str, str] | None = None,
-        *,
-        restart_on_crash: bool = False,
-        start_timeout: float = 10.0,
-        stop_grace: float = 5.0,
-        python: str = sys.executable,
-        log_requests: bool = False,
-        reload: bool | None = None,
-    ) -> None:
-        super().__init__(
-            config,
-            port,
-            host,
-            env,
-            restart_on_crash=restart_on_crash,
-            start_timeout=start_timeout,
-            stop_grace=stop_grace,
-            python=python,
-            log_requests=log_requests,
-            reload=reload,
-        )
+    def _setup(self) -> None:
         self._lock = threading.Lock()  # guards _child against the supervisor thread
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -716,32 +695,7 @@ async def _healthy_async(host: str, port: int, timeout: float) -> bool:
 class AsyncGateway(_Base[_AsyncChild]):
     """Gateway for asyncio parents: `async with AsyncGateway(...) as gw: use(gw.url)`."""
 
-    def __init__(
-        self,
-        config: str | os.PathLike[str] | None = None,
-        port: int | None = 3333,
-        host: str | None = "127.0.0.1",
-        env: Mapping[str, str] | None = None,
-        *,
-        restart_on_crash: bool = False,
-        start_timeout: float = 10.0,
-        stop_grace: float = 5.0,
-        python: str = sys.executable,
-        log_requests: bool = False,
-        reload: bool | None = None,
-    ) -> None:
-        super().__init__(
-            config,
-            port,
-            host,
-            env,
-            restart_on_crash=restart_on_crash,
-            start_timeout=start_timeout,
-            stop_grace=stop_grace,
-            python=python,
-            log_requests=log_requests,
-            reload=reload,
-        )
+    def _setup(self) -> None:
         self._supervisor: asyncio.Task[None] | None = None
 
     @property
