@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from .checks import check_semantics, mapping
 from .environ import apply_overrides
 from .schema import validate
-from .source import ConfigError, Document, Location, Problem, nearest, pointer, read_document
+from .source import ConfigError, Document, Location, Problem, pointer, read_document
 
 AuthStyle = Literal["bearer", "header", "query", "none", "passthrough"]
 DEFAULT_CONFIG_NAME = "mini-llm.yaml"
-
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 _SECRET_WORDS = ("auth", "key", "token", "secret", "signature", "password", "cookie")
@@ -197,7 +194,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str]) -> Config:
     problems += schema_problems
     problems += [
         p
-        for p in _check_semantics(doc)
+        for p in check_semantics(doc)
         if p.pointer not in rejected and not _under(p.pointer, tainted)
     ]
     errors = [p for p in problems if p.level == "error"]
@@ -224,152 +221,13 @@ def _with_warnings(config: Config, warnings: list[Problem]) -> Config:
     )
 
 
-# Semantic checks: what the schema cannot say ------------------------------------------------
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _check_semantics(doc: Document) -> list[Problem]:
-    data = _mapping(doc.data)
-    providers = _mapping(data.get("providers"))
-    names = sorted(providers)
-    problems: list[Problem] = []
-
-    def unknown(location: Location, name: str, what: str) -> Problem:
-        close = nearest(name, names)
-        hint = f"; did you mean `{close[0]}`?" if close else ""
-        configured = ", ".join(f"`{n}`" for n in names) if names else "none"
-        return doc.problem(
-            location,
-            f"{what} `{name}`, which is not a configured provider{hint} (configured: {configured})",
-        )
-
-    def check_target(location: Location, target: Any) -> None:
-        if not isinstance(target, str):
-            return
-        provider, sep, model = target.partition(":")
-        if not sep or not provider or not model:
-            # The schema's pattern says so already; kept for data that skipped it.
-            problems.append(doc.problem(location, f"`{target}` must be `provider:model`"))
-        elif provider not in providers:
-            problems.append(unknown(location, provider, f"target `{target}` names provider"))
-
-    routes = _mapping(data.get("routes"))
-    for alias, target in _mapping(routes.get("aliases")).items():
-        location: Location = ("routes", "aliases", alias)
-        if isinstance(target, list):
-            seen: dict[str, int] = {}
-            for i, item in enumerate(target):
-                if isinstance(item, str) and item in seen:
-                    problems.append(
-                        doc.problem(
-                            (*location, i),
-                            f"`{item}` is already in this fallback chain"
-                            f" (item {seen[item] + 1}); a target is tried once",
-                        )
-                    )
-                    continue
-                check_target((*location, i), item)
-                if isinstance(item, str):
-                    seen[item] = i
-        else:
-            check_target(location, target)
-    for prefix, provider in _mapping(routes.get("prefixes")).items():
-        if isinstance(provider, str) and provider not in providers:
-            problems.append(
-                unknown(
-                    ("routes", "prefixes", prefix), provider, f"prefix `{prefix}` names provider"
-                )
-            )
-    default = routes.get("default")
-    if isinstance(default, str) and default not in providers:
-        problems.append(unknown(("routes", "default"), default, "default names provider"))
-
-    for name, spec in providers.items():
-        problems += _check_provider(doc, name, _mapping(spec))
-    return problems
-
-
-def _check_provider(doc: Document, name: str, spec: dict[str, Any]) -> list[Problem]:
-    problems: list[Problem] = []
-    base: Location = ("providers", name)
-    url = spec.get("base_url")
-    if isinstance(url, str) and url.strip():
-        reason = _url_problem(url.strip())
-        if reason:
-            problems.append(doc.problem((*base, "base_url"), reason))
-    for header, value in _mapping(spec.get("headers")).items():
-        if not _HEADER_NAME.match(header):
-            problems.append(
-                doc.problem(
-                    (*base, "headers", header), f"`{header}` is not a valid header name", key=True
-                )
-            )
-        if isinstance(value, str) and ("\r" in value or "\n" in value):
-            problems.append(
-                doc.problem(
-                    (*base, "headers", header), f"the value of header `{header}` has a line break"
-                )
-            )
-    auth = spec.get("auth", "bearer")
-    style = auth.get("style") if isinstance(auth, dict) else auth
-    auth_header: str | None = "Authorization" if style == "bearer" else None
-    if isinstance(auth, dict) and style == "header":
-        named = auth.get("header")
-        if isinstance(named, str) and named and not _HEADER_NAME.match(named):
-            problems.append(
-                doc.problem((*base, "auth", "header"), f"`{named}` is not a valid header name")
-            )
-        auth_header = named if isinstance(named, str) else None
-    if auth_header:
-        # Two values for one header; a null (remove it) is harmless and allowed.
-        for header, value in _mapping(spec.get("headers")).items():
-            if header.lower() == auth_header.lower() and value is not None:
-                problems.append(
-                    doc.problem(
-                        (*base, "headers", header),
-                        f"`{header}` is set by `auth` (the key goes there); remove it from"
-                        " headers, or use `auth: none` to send a fixed value",
-                        key=True,
-                    )
-                )
-    if isinstance(auth, dict) and style == "query":
-        param = auth.get("param")
-        if isinstance(param, str) and param in _mapping(spec.get("query")):
-            problems.append(
-                doc.problem(
-                    (*base, "query", param),
-                    f"query parameter `{param}` is set by `auth` (the key goes there)",
-                    key=True,
-                )
-            )
-    return problems
-
-
-def _url_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "base_url must be an http:// or https:// URL with a host"
-    if any(c.isspace() for c in url):
-        return "base_url must not contain spaces"
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number 0-65535
-    except ValueError:
-        return "base_url has an invalid port"
-    if parts.fragment:
-        return "base_url must not have a #fragment"
-    return None
-
-
 # Building the frozen config ------------------------------------------------------------------
 
 
 def _section(cls: type[Any], base: Any, *overrides: Any) -> Any:
     values = dict(vars(base))
     for spec in overrides:
-        values.update({k: v for k, v in _mapping(spec).items() if v is not None})
+        values.update({k: v for k, v in mapping(spec).items() if v is not None})
     return cls(**values)
 
 
@@ -381,7 +239,7 @@ def _split_keys(value: Any) -> tuple[str, ...]:
 def _auth(value: Any) -> Auth:
     if isinstance(value, str):
         return Auth(style=value)  # type: ignore[arg-type]
-    spec = _mapping(value)
+    spec = mapping(value)
     style = spec.get("style", "bearer")
     if style == "header":
         return Auth("header", spec["header"], spec.get("prefix", ""))
@@ -391,16 +249,16 @@ def _auth(value: Any) -> Auth:
 
 
 def _build(doc: Document, env: Mapping[str, str]) -> Config:
-    data = _mapping(doc.data)
-    defaults = _mapping(data.get("defaults"))
+    data = mapping(doc.data)
+    defaults = mapping(data.get("defaults"))
     timeouts = _section(Timeouts, Timeouts(), defaults.get("timeouts"))
     pool = _section(Pool, Pool(), defaults.get("pool"))
     retry = _section(Retry, Retry(), defaults.get("retry"))
     cooldown = _section(Cooldown, Cooldown(), defaults.get("cooldown"))
 
     providers: dict[str, Provider] = {}
-    for name, raw in _mapping(data.get("providers")).items():
-        spec = _mapping(raw)
+    for name, raw in mapping(data.get("providers")).items():
+        spec = mapping(raw)
         auth = _auth(spec.get("auth", "bearer"))
         keys = _split_keys(spec.get("keys"))
         url = str(spec.get("base_url") or "").strip()
@@ -409,8 +267,8 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             base_url=url.rstrip("/"),
             auth=auth,
             keys=keys,
-            headers=tuple(_mapping(spec.get("headers")).items()),
-            query=tuple(_mapping(spec.get("query")).items()),
+            headers=tuple(mapping(spec.get("headers")).items()),
+            query=tuple(mapping(spec.get("query")).items()),
             timeouts=_section(Timeouts, timeouts, spec.get("timeouts")),
             pool=_section(Pool, pool, spec.get("pool")),
             retry=_section(Retry, retry, spec.get("retry")),
@@ -419,9 +277,9 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             disabled_reason=_disabled_reason(doc, name, url, auth, keys),
         )
 
-    routes = _mapping(data.get("routes"))
+    routes = mapping(data.get("routes"))
     aliases: dict[str, tuple[Target, ...]] = {}
-    for alias, raw_target in _mapping(routes.get("aliases")).items():
+    for alias, raw_target in mapping(routes.get("aliases")).items():
         items = raw_target if isinstance(raw_target, list) else [raw_target]
         aliases[alias] = tuple(Target(*t.split(":", 1)) for t in items)
     server = _section(Server, Server(), data.get("server"))
@@ -437,7 +295,7 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
         providers=MappingProxyType(providers),
         routes=Routes(
             aliases=MappingProxyType(aliases),
-            prefixes=MappingProxyType(dict(_mapping(routes.get("prefixes")))),
+            prefixes=MappingProxyType(dict(mapping(routes.get("prefixes")))),
             default=routes.get("default"),
         ),
         environment=MappingProxyType(environment),

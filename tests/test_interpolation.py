@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mini_llm.source import InterpolationError, expand, retype
+from mini_llm.interpolate import InterpolationError, expand, retype
 
 from .tables import load, problems, where
 
