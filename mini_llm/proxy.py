@@ -59,19 +59,22 @@ def error_response(path: str, request_id: str, route: str, err: ProxyError) -> w
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than `limit` bytes before and while reading."""
     length = request.content_length
-    too_large = ProxyError(
-        413, "request_too_large", f"request body is larger than the limit of {limit} bytes"
-    )
     if length is not None:
         if length > limit:
-            raise too_large
+            raise _too_large(limit)
         return await request.content.read()
     body = bytearray()
     async for chunk in request.content.iter_any():
         body += chunk
         if len(body) > limit:
-            raise too_large
+            raise _too_large(limit)
     return bytes(body)
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413, "request_too_large", f"request body is larger than the limit of {limit} bytes"
+    )
 
 
 def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
