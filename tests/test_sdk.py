@@ -25,9 +25,8 @@ from mini_llm.sdk import (
     GatewayConfigError,
     GatewayError,
     GatewayStartError,
-    _Output,
-    _Spec,
 )
+from mini_llm.spawn import _Output, _Spec
 
 CONFIG = """\
 version: 1

@@ -1,0 +1,348 @@
+"""Child-process plumbing shared by Gateway and AsyncGateway: spec, output, health, restarts."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import signal
+import site
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+log = logging.getLogger("mini_llm.sdk")
+child_log = logging.getLogger("mini_llm.child")
+
+LISTENING = re.compile(r"mini-llm listening on http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)")
+# `FILE:LINE:COL: message` as check-config prints it; the child's log lines start "mini-llm ".
+PROBLEM = re.compile(r"(?!mini-llm[ :]).+?:\d+:\d+: .*")
+LOG_LINE = re.compile(r"mini-llm (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL): (?P<message>.*)")
+_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
+PARENT_PID_VARIABLE = "MINI_LLM_PARENT_PID"  # read by mini_llm.parent in the child
+
+TAIL_LINES = 200
+MAX_LINE_BYTES = 64 * 1024
+READ_BYTES = 64 * 1024
+POLL_S = 0.02
+KILL_WAIT_S = 5.0
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+STABLE_S = 10.0  # a child that ran this long before dying is restarted without backoff
+# A child bound to a wildcard address is reached, and advertised, through loopback.
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+class GatewayError(Exception):
+    """The gateway child could not be started or supervised."""
+
+
+class GatewayConfigError(GatewayError):
+    """The routing table is invalid; `problems` are the child's `FILE:LINE:COL: ...` lines."""
+
+    def __init__(self, problems: list[str], output_tail: str) -> None:
+        self.problems = problems
+        self.output_tail = output_tail
+        super().__init__("mini-llm: invalid routing table:\n" + "\n".join(problems))
+
+
+class GatewayStartError(GatewayError):
+    """The child exited before listening or was not healthy in time; `output_tail` says why."""
+
+    def __init__(self, reason: str, output_tail: str, returncode: int | None = None) -> None:
+        self.reason = reason
+        self.output_tail = output_tail
+        self.returncode = returncode
+        shown = f"\n--- last output of mini-llm serve ---\n{output_tail}" if output_tail else ""
+        super().__init__(f"mini-llm: {reason}{shown}")
+
+
+class _Spec(NamedTuple):
+    """How to launch the child: argv and environment, the same for every (re)start."""
+
+    config: str | None
+    host: str | None
+    port: int | None
+    env: Mapping[str, str]
+    python: str
+    log_requests: bool
+    reload: bool | None
+
+    def argv(self, port: int | None) -> list[str]:
+        argv = [self.python, "-m", "mini_llm", "serve"]
+        if self.config is not None:
+            argv += ["-c", self.config]
+        if self.host is not None:
+            argv += ["--host", self.host]
+        if port is not None:
+            argv += ["--port", str(port)]
+        if self.log_requests:
+            argv.append("--log-requests")
+        if self.reload is False:
+            argv.append("--no-reload")
+        return argv
+
+    def environ(self, *, restart: bool) -> dict[str, str]:
+        env = {**os.environ, **self.env, PARENT_PID_VARIABLE: str(os.getpid())}
+        if restart:
+            # A restart must come back on the port `url` names, never quietly on the next one;
+            # if that port is taken the supervisor retries with backoff instead.
+            env["MINI_LLM_PORT_RETRIES"] = "0"
+        root = _import_root() if self.python == sys.executable else None
+        if root is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        return env
+
+
+def _import_root() -> str | None:
+    """The folder this mini_llm came from, when `python -m mini_llm` alone may not find it."""
+    # A checkout or a vendored copy is not on the child's default path; an installed package
+    # is, and putting site-packages on PYTHONPATH would reorder it ahead of the stdlib.
+    root = Path(__file__).resolve().parent.parent
+    installed = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    return None if any(root == Path(p).resolve() for p in installed) else str(root)
+
+
+def _address(match: re.Match[str]) -> tuple[str, int]:
+    host = match["host"].strip("[]")
+    return _LOOPBACK.get(host, host), int(match["port"])
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _Output:
+    """One child's output: the listening line, a bounded tail for errors, stderr relayed."""
+
+    def __init__(self) -> None:
+        self.address: tuple[str, int] | None = None
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._partial = {"stdout": b"", "stderr": b""}
+        self._lock = threading.Lock()  # the sync Gateway feeds it from two reader threads
+
+    def feed(self, stream: str, data: bytes) -> bool:
+        """Take a chunk of `stream` (b"" at its end); True once the child is listening."""
+        with self._lock:
+            *lines, rest = (self._partial[stream] + data).split(b"\n")
+            if rest and (not data or len(rest) > MAX_LINE_BYTES):
+                lines.append(rest)  # the last unterminated line, or one too long to keep
+                rest = b""
+            self._partial[stream] = rest
+            for raw in lines:
+                self._line(stream, raw.decode("utf-8", "replace").rstrip("\r"))
+            return self.address is not None
+
+    def _line(self, stream: str, line: str) -> None:
+        self._tail.append(line)
+        if stream == "stdout" and self.address is None:
+            match = LISTENING.fullmatch(line)
+            if match is not None:
+                self.address = _address(match)
+                return
+        # The parent decides what to show: the child's lines go through its logging.
+        parsed = LOG_LINE.fullmatch(line)
+        if parsed is not None:
+            child_log.log(_LEVELS[parsed["level"]], "%s", parsed["message"])
+        else:
+            child_log.info("%s", line)
+
+    def tail(self) -> str:
+        with self._lock:
+            return "\n".join(self._tail)
+
+    def failure(self, reason: str, returncode: int | None) -> GatewayError:
+        """The exception for a child that did not come up."""
+        tail = self.tail()
+        problems = [line for line in tail.splitlines() if PROBLEM.fullmatch(line)]
+        if returncode == 1 and problems:
+            return GatewayConfigError(problems, tail)
+        return GatewayStartError(reason, tail, returncode)
+
+
+def _health_request(host: str) -> bytes:
+    shown = f"[{host}]" if ":" in host else host
+    return f"GET /health HTTP/1.1\r\nHost: {shown}\r\nConnection: close\r\n\r\n".encode()
+
+
+def _status_ok(status_line: bytes) -> bool:
+    parts = status_line.split(None, 2)
+    return len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1] == b"200"
+
+
+def _healthy(host: str, port: int, timeout: float) -> bool:
+    """One GET /health; plain sockets keep http.client's import cost out of the SDK."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(_health_request(host))
+            received = b""
+            while b"\r\n" not in received and len(received) < 1024:
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                received += chunk
+    except OSError:
+        return False
+    return _status_ok(received.split(b"\r\n", 1)[0])
+
+
+class _Backoff:
+    """Delays between restart attempts: 0.1 s doubling to 5 s, reset after a stable run."""
+
+    def __init__(self) -> None:
+        self._next = BACKOFF_FIRST_S
+
+    def crashed(self, lifetime: float) -> None:
+        if lifetime >= STABLE_S:
+            self._next = BACKOFF_FIRST_S
+
+    def delay(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, BACKOFF_MAX_S)
+        return delay
+
+
+# Running gateways, stopped at interpreter exit. Strong references on purpose: a gateway that
+# is running is not garbage, like a running thread; stop() removes it.
+_RUNNING: set[_Base[Any]] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for gateway in list(_RUNNING):
+        try:
+            gateway._stop_at_exit()
+        except Exception:  # one failure must not leave the other children running
+            log.exception("could not stop %r at exit", gateway)
+
+
+def _terminate_pid(pid: int, grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace`, for a child whose event loop is gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+            time.sleep(POLL_S)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass  # already gone, or reaped by asyncio's child watcher
+
+
+class _Running(Protocol):
+    """What the shared code needs of a child, sync or async."""
+
+    output: _Output
+    started: float
+
+    @property
+    def pid(self) -> int: ...
+
+
+ChildT = TypeVar("ChildT", bound=_Running)
+
+
+class _Base(Generic[ChildT]):
+    """Settings, addressing and restart policy shared by Gateway and AsyncGateway."""
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | None = None,
+        port: int | None = 3333,
+        host: str | None = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
+        *,
+        restart_on_crash: bool = False,
+        start_timeout: float = 10.0,
+        stop_grace: float = 5.0,
+        python: str = sys.executable,
+        log_requests: bool = False,
+        reload: bool | None = None,
+    ) -> None:
+        if start_timeout <= 0 or stop_grace < 0:
+            raise ValueError("start_timeout must be > 0 and stop_grace >= 0")
+        if not python:
+            raise GatewayError("no Python interpreter to run mini-llm with (sys.executable)")
+        self._spec = _Spec(
+            None if config is None else os.fspath(config),
+            host,
+            port,
+            dict(env or {}),  # a copy: later changes by the caller do not leak into restarts
+            python,
+            log_requests,
+            reload,
+        )
+        self.restart_on_crash = restart_on_crash
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self.restarts = 0  # how many times a crashed child was replaced
+        self._address: tuple[str, int] | None = None
+        self._child: ChildT | None = None
+        self._setup()
+
+    def _setup(self) -> None:
+        """Per-flavour state (threads or tasks); called at the end of __init__."""
+
+    @property
+    def host(self) -> str:
+        """The address the child listens on (loopback for a wildcard bind)."""
+        if self._address is not None:
+            return self._address[0]
+        return _LOOPBACK.get(self._spec.host or "", self._spec.host or "127.0.0.1")
+
+    @property
+    def port(self) -> int | None:
+        """The real port once started (so `port=0` resolves); before, the one asked for."""
+        return self._address[1] if self._address is not None else self._spec.port
+
+    @property
+    def url(self) -> str:
+        """`http://HOST:PORT`, the base URL clients use; it stays valid across restarts."""
+        if self._address is None:
+            raise GatewayError("the gateway has not been started")
+        return _url(*self._address)
+
+    def _spawn_args(self, *, restart: bool) -> tuple[list[str], dict[str, str]]:
+        # The first start asks for the configured port (which may move or be 0); a restart
+        # asks for exactly the port the first child got.
+        port = self.port if restart else self._spec.port
+        return self._spec.argv(port), self._spec.environ(restart=restart)
+
+    def _restarting(self, pid: int, returncode: int | None) -> None:
+        log.warning(
+            "mini-llm serve (pid %d) exited unexpectedly with code %s; restarting on %s",
+            pid,
+            returncode,
+            self.url,
+        )
+
+    def _restarted(self, pid: int) -> None:
+        self.restarts += 1
+        log.info("mini-llm serve restarted (pid %d) on %s", pid, self.url)
+
+    @property
+    def output_tail(self) -> str:
+        """The last lines the current child printed."""
+        return self._child.output.tail() if self._child is not None else ""
+
+    def _stop_at_exit(self) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        where = self.url if self._address is not None else "not started"
+        child = self._child
+        state = f"pid={child.pid}" if child is not None else "stopped"
+        return f"<{type(self).__name__} {where} {state}>"
