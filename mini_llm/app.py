@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
-from .config import Config
+from .config import Config, mask
 from .errors import ProxyError
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
 from .proxy import Exchange, error_response, handle, request_id_of
@@ -119,12 +119,13 @@ async def routed(request: web.Request) -> web.StreamResponse:
     response = await handle(request, snapshot, state.config.server.max_body_bytes, exchange)
     if state.config.server.log_requests:
         access_log.info(
-            "%s %s %d %.1fms route=%s id=%s",
+            "%s %s %d %.1fms route=%s key=%s id=%s",
             request.method,
             request.path,
             response.status,
             (time.monotonic() - started) * 1000,
             exchange.route_header,
+            mask(exchange.key) if exchange.key else "-",
             exchange.request_id,
         )
     return response

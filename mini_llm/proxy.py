@@ -37,6 +37,7 @@ class Exchange:
     request: web.Request
     request_id: str
     route_header: str = "-"
+    key: str | None = None  # the last key tried, for the access log (masked there)
 
 
 def request_id_of(request: web.Request) -> str:
@@ -167,6 +168,7 @@ class Forwarder:
         try:
             while True:
                 key = runtime.keys.acquire() if provider.auth.needs_key else None
+                self.exchange.key = key
                 if provider.auth.needs_key and key is None:
                     if last is not None and final:
                         return await self._stream(runtime, last)  # the upstream's own answer

@@ -402,6 +402,7 @@ def test_access_log_masks_keys(client: httpx.Client, gateway: GatewayProcess) ->
     assert gateway.wait_stderr("id=logme")
     line = next(text for text in gateway.stderr_lines if "id=logme" in text)
     assert "POST /v1/chat/completions 200" in line and "route=mock:upstream-model" in line
+    assert "key=sk-…1111" in line or "key=sk-…2222" in line
     assert KEY_ONE not in gateway.stderr() and KEY_TWO not in gateway.stderr()
 
 
