@@ -6,8 +6,8 @@ import asyncio
 import json
 import logging
 import math
+import os
 import random
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,8 @@ from .upstream import HOP_BY_HOP
 log = logging.getLogger("mini_llm")
 
 MAX_MODEL_CHARS = 256
+# Answers up to this size with a Content-Length are read whole and sent in one write.
+WHOLE_ANSWER_MAX_BYTES = 64 * 1024
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _AUTH_STATUSES = frozenset({401, 402, 403})
 _RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
@@ -44,7 +46,7 @@ def request_id_of(request: web.Request) -> str:
     given = request.headers.get("x-request-id")
     if given and len(given) <= 200 and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a quarter of the cost
 
 
 def error_response(path: str, request_id: str, route: str, err: ProxyError) -> web.Response:
@@ -115,6 +117,9 @@ class Forwarder:
     def body_for(self, model: str) -> bytes:
         if model == self.route.model:
             return self.body  # the client's bytes, untouched
+        spliced = splice_model(self.body, self.route.model, model)
+        if spliced is not None:
+            return spliced
         doc = dict(self.doc)
         doc["model"] = model
         return json.dumps(doc, ensure_ascii=False).encode()
@@ -258,6 +263,9 @@ class Forwarder:
         if event_stream:
             headers["Cache-Control"] = "no-cache"
             headers["X-Accel-Buffering"] = "no"
+        length = upstream.content_length
+        if not event_stream and length is not None and length <= WHOLE_ANSWER_MAX_BYTES:
+            return await self._whole(runtime, upstream, headers)
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=headers
         )
@@ -293,6 +301,33 @@ class Forwarder:
             upstream.close()
         return response
 
+    async def _whole(
+        self, runtime: ProviderRuntime, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]
+    ) -> web.Response:
+        """A small, complete answer goes out in one write: status, headers and body together."""
+        try:
+            body = await upstream.read()
+        except (
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientConnectionError,
+            asyncio.TimeoutError,
+        ) as exc:
+            log.warning(
+                "upstream %s failed mid-response: %s: %s",
+                runtime.provider.name,
+                type(exc).__name__,
+                exc,
+            )
+            raise ProxyError(
+                502, "upstream_error", f"provider `{runtime.provider.name}` broke off its answer"
+            ) from None
+        finally:
+            upstream.close()  # after a full read the connection is already back in the pool
+        del headers["Content-Length"]
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, headers=headers, body=body
+        )
+
     async def _end_broken(
         self, response: web.StreamResponse, event_stream: bool, tail: bytes
     ) -> None:
@@ -309,6 +344,39 @@ class Forwarder:
         response.force_close()
         if request.transport is not None:
             request.transport.abort()
+
+
+_MODEL_KEY = b'"model"'
+_JSON_SPACE = b" \t\r\n"
+
+
+def _json_string(value: str) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+def splice_model(body: bytes, old: str, new: str) -> bytes | None:
+    """The client's body with only the model's value replaced, or None when unsure.
+
+    Sure means: `"model"` occurs once (so it is the top-level key, spelt without escapes, as
+    no `\\u` is anywhere) and is followed by `:` and exactly the JSON string of `old`.
+    Anything else falls back to re-encoding the parsed document.
+    """
+    at = body.find(_MODEL_KEY)
+    if at < 0 or body.find(_MODEL_KEY, at + 1) >= 0 or b"\\u" in body:
+        return None
+    pos = at + len(_MODEL_KEY)
+    end = len(body)
+    while pos < end and body[pos] in _JSON_SPACE:
+        pos += 1
+    if pos >= end or body[pos] != ord(":"):
+        return None
+    pos += 1
+    while pos < end and body[pos] in _JSON_SPACE:
+        pos += 1
+    old_json = _json_string(old)
+    if not body.startswith(old_json, pos):
+        return None
+    return body[:pos] + _json_string(new) + body[pos + len(old_json) :]
 
 
 def _jittered(seconds: float) -> float:

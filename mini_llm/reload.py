@@ -42,6 +42,9 @@ class Reloader:
     async def reload(self, *, force: bool = False) -> bool:
         """Load the file again; True when a new table is in service."""
         async with self._lock:
+            if _is_empty(self.path):
+                # Likely a write in place caught between truncate and write: look again.
+                await asyncio.sleep(0.1)
             digest = _digest(self.path)
             if not force and digest == self._digest:
                 return False
@@ -142,6 +145,13 @@ def _digest(path: Path) -> bytes | None:
         return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
     except OSError:
         return None
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _folders(path: Path) -> tuple[str, ...]:

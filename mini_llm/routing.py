@@ -46,7 +46,15 @@ class ModelNotFound(LookupError):
 class RoutingTable:
     """The compiled, immutable routing table: an exact-match dict plus a longest-prefix list."""
 
-    __slots__ = ("_aliases", "_default", "_prefixes", "config", "providers", "upstreams")
+    __slots__ = (
+        "_alias_routes",
+        "_aliases",
+        "_default",
+        "_prefixes",
+        "config",
+        "providers",
+        "upstreams",
+    )
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -56,6 +64,10 @@ class RoutingTable:
             name: Upstream(p) for name, p in config.providers.items()
         }
         self._aliases = dict(config.routes.aliases)
+        # The common case, an alias, costs one dict lookup and no allocation.
+        self._alias_routes = {
+            name: Route(name, "alias", name, targets) for name, targets in self._aliases.items()
+        }
         self._prefixes = sorted(config.routes.prefixes.items(), key=lambda kv: -len(kv[0]))
         self._default = config.routes.default
 
@@ -65,9 +77,9 @@ class RoutingTable:
 
     def resolve(self, model: str) -> Route:
         """Resolve a request's model name (SPEC §3); raise ModelNotFound when nothing matches."""
-        targets = self._aliases.get(model)
-        if targets is not None:
-            return Route(model, "alias", model, targets)
+        route = self._alias_routes.get(model)
+        if route is not None:
+            return route
         provider, sep, upstream = model.partition(":")
         if sep and upstream and provider in self.providers:
             return Route(model, "explicit", provider, (Target(provider, upstream),))

@@ -10,6 +10,7 @@ Behaviour is chosen by the upstream model name the gateway sends:
 - ``drop-stream``: send two chunks, then cut the connection.
 - ``hang-stream``: send one chunk, then go silent.
 - ``gzip``: a gzip-compressed JSON answer.
+- ``truncated-json`` / ``truncated-big-json``: half of a 100 B / 200 kB JSON body, then a cut.
 - ``flaky-N``: the first N requests for this model get 503, then 200.
 - anything else: a normal answer (SSE when ``stream`` is true), echoing what it received.
 
@@ -139,6 +140,16 @@ class MockUpstream:
             assert request.transport is not None
             request.transport.abort()
             await asyncio.sleep(3600)
+        if model in ("truncated-json", "truncated-big-json"):
+            size = 100 if model == "truncated-json" else 200_000
+            response = web.StreamResponse(
+                headers={"Content-Type": "application/json", "Content-Length": str(size)}
+            )
+            await response.prepare(request)
+            await response.write(b'{"partial": "' + b"x" * (size // 2))
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         if model == "gzip":
             payload = gzip.compress(json.dumps({"model": model, "compressed": True}).encode())
             return web.Response(

@@ -185,6 +185,25 @@ def test_rewritten_model_keeps_every_other_field(
     assert upstream.requests[-1].json == doc | {"model": "upstream-model"}
 
 
+def test_rewritten_model_keeps_the_clients_formatting(
+    client: httpx.Client, upstream: MockUpstream
+) -> None:
+    body = b'{\n  "messages": [{"role": "user", "content": "caf\xc3\xa9"}],\n  "model" :  "fast"\n}'
+    response = client.post("/v1/chat/completions", content=body)
+    assert response.status_code == 200
+    assert upstream.requests[-1].body == body.replace(b'"fast"', b'"upstream-model"')
+
+
+def test_answers_cut_short_are_never_passed_off_as_complete(
+    client: httpx.Client, upstream: MockUpstream
+) -> None:
+    small = client.post("/v1/chat/completions", json={"model": "mock:truncated-json"})
+    assert small.status_code == 502
+    assert small.json()["error"]["code"] == "upstream_error"
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.post("/v1/chat/completions", json={"model": "mock:truncated-big-json"})
+
+
 def test_explicit_provider_model_splits_at_the_first_colon(
     client: httpx.Client, upstream: MockUpstream
 ) -> None:

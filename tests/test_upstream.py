@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mini_llm.config import mask
+from mini_llm.proxy import splice_model
 from mini_llm.routing import RoutingTable, compile_routes
 
 from .tables import load
@@ -204,3 +207,40 @@ def test_mask(secret: str, shown: str) -> None:
 def test_provider_repr_masks_keys(table: RoutingTable) -> None:
     assert KEY not in repr(table.providers["openai"])
     assert KEY not in repr(table.config)
+
+
+# Splicing the upstream model into the client's bytes -------------------------------------------
+
+SPLICES = [
+    (b'{"model":"fast","messages":[]}', b'{"model":"up/model:1","messages":[]}'),
+    (
+        b'{ "messages": [], "model" :\n "fast" , "n": 1}',
+        b'{ "messages": [], "model" :\n "up/model:1" , "n": 1}',
+    ),
+    (
+        '{"model": "fast", "content": "café ✓"}'.encode(),
+        '{"model": "up/model:1", "content": "café ✓"}'.encode(),
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), SPLICES)
+def test_splice_replaces_only_the_models_value(body: bytes, expected: bytes) -> None:
+    spliced = splice_model(body, "fast", "up/model:1")
+    assert spliced == expected
+    assert json.loads(spliced) == json.loads(body) | {"model": "up/model:1"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "fast", "contents": [{"role": "model"}]}',  # "model" twice
+        b'{"mod\\u0065l": "fast", "x": {"model": "fast"}}',  # an escaped key
+        b'{"model": "fast", "t": "\\u00e9"}',  # any \\u: unsure
+        b'{"model": "f\\u0061st"}',
+        b'{"model": "fas\\/t"}',  # not the plain encoding of the name
+        b'{"x": "say \\"model", "model": "fast"}',
+    ],
+)
+def test_splice_declines_when_unsure(body: bytes) -> None:
+    assert splice_model(body, "fast", "up") is None
