@@ -30,13 +30,14 @@ class Reloader:
         state: State,
         path: Path,
         env: Mapping[str, str],
+        digest: bytes | None,
         adjust: Callable[[Config], Config] = lambda config: config,
     ) -> None:
         self.state = state
         self.path = path
         self.env = env
         self.adjust = adjust  # re-applies command-line flags, which outrank the file
-        self._digest = _digest(path)
+        self._digest = digest  # of the file as it was before the running table was loaded
         self._lock = asyncio.Lock()
 
     async def reload(self, *, force: bool = False) -> bool:
@@ -45,7 +46,7 @@ class Reloader:
             if _is_empty(self.path):
                 # Likely a write in place caught between truncate and write: look again.
                 await asyncio.sleep(0.1)
-            digest = _digest(self.path)
+            digest = file_digest(self.path)
             if not force and digest == self._digest:
                 return False
             self._digest = digest
@@ -91,17 +92,14 @@ class Reloader:
             return config
         return dataclasses.replace(config, server=dataclasses.replace(config.server, **changed))
 
-    async def watch(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    async def watch(self, stop: asyncio.Event) -> None:
         """Reload on every change to the file, however editors or Kubernetes write it."""
         try:
-            await self._watch(stop, ready)
+            await self._watch(stop)
         except Exception as exc:  # the gateway keeps serving; only watching stops
             log.error("stopped watching %s: %s: %s", self.path, type(exc).__name__, exc)
-        finally:
-            if ready is not None:
-                ready.set()
 
-    async def _watch(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+    async def _watch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             folders = _folders(self.path)
             changes = watchfiles.awatch(
@@ -117,8 +115,6 @@ class Reloader:
             # from then on, and a change made before it is caught by the check that follows.
             await asyncio.sleep(0)
             await self.reload()
-            if ready is not None:
-                ready.set()
             try:
                 while True:
                     try:
@@ -140,7 +136,7 @@ class Reloader:
                 await changes.aclose()
 
 
-def _digest(path: Path) -> bytes | None:
+def file_digest(path: Path) -> bytes | None:
     try:
         return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
     except OSError:

@@ -20,7 +20,7 @@ from aiohttp import web
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
 from .parent import parent_pid, watch_parent
-from .reload import Reloader
+from .reload import Reloader, file_digest
 from .source import ConfigError
 from .workers import WORKER_VARIABLE, supervise
 
@@ -110,6 +110,7 @@ def serve(
     configure_logging()
     environ = dict(os.environ if env is None else env)
     path = find_config(config_path, environ)
+    digest = file_digest(Path(path))  # before the load: a change in between means a reload
     try:
         config = load_config(path, environ)
     except ConfigError as exc:
@@ -146,7 +147,7 @@ def serve(
         argv += ["--no-reload"] if reload is False else []
         return asyncio.run(supervise(sock, argv, workers, environ, server.shutdown_grace_s))
     reloader_flags = {k: v for k, v in flags.items() if v is not None}
-    return asyncio.run(_run(config, sock, Path(path), environ, reloader_flags))
+    return asyncio.run(_run(config, sock, Path(path), environ, reloader_flags, digest))
 
 
 async def _run(
@@ -155,6 +156,7 @@ async def _run(
     path: Path,
     env: Mapping[str, str],
     flags: Mapping[str, Any],
+    digest: bytes | None,
 ) -> int:
     app = create_app(config)
     runner = web.AppRunner(
@@ -168,7 +170,7 @@ async def _run(
     await site.start()
 
     state = app[STATE]
-    reloader = Reloader(state, path, env, adjust=lambda c: apply_flags(c, **flags))
+    reloader = Reloader(state, path, env, digest, adjust=lambda c: apply_flags(c, **flags))
     stop = asyncio.Event()
     tasks: set[asyncio.Task[Any]] = set()
 
@@ -182,14 +184,14 @@ async def _run(
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload(force=True)))
     spawn(watch_parent(parent_pid(env), stop))  # a parent that dies takes us with it
+    print(f"mini-llm listening on {listening_url(sock)}", flush=True)
     if config.server.reload:
-        watching = asyncio.Event()
-        spawn(reloader.watch(stop, watching))
-        await watching.wait()  # an edit made once we said "listening" is never missed
+        # Once the watch is in place, the watcher compares the file with what was loaded,
+        # so an edit made before then is not missed.
+        spawn(reloader.watch(stop))
     # What start-up built lives as long as the process: keep it out of every full collection.
     gc.collect()
     gc.freeze()
-    print(f"mini-llm listening on {listening_url(sock)}", flush=True)
     await stop.wait()
     log.info(
         "stopping: draining in-flight requests for up to %gs",
