@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .config import mask
+from .config import Retry, mask
 from .errors import ProxyError, error_body, map_upstream_errors, stream_error_event
 from .keys import retry_after_seconds
 from .pools import ProviderRuntime, Snapshot
@@ -30,6 +31,8 @@ WHOLE_ANSWER_MAX_BYTES = 64 * 1024
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _AUTH_STATUSES = frozenset({401, 402, 403})
 _RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
+# How an upstream answer breaks off once its headers are in.
+_BROKEN_OFF = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 
 @dataclass
@@ -167,7 +170,7 @@ class Forwarder:
         request = self.exchange.request
         tail = request.rel_url.raw_path[3:]  # after "/v1", still percent-encoded
         query = request.rel_url.raw_query_string
-        backoff = retry.backoff_s
+        pauses = _pauses(retry)
         tries_left = retry.attempts + 1
         last: aiohttp.ClientResponse | None = None
         try:
@@ -197,25 +200,10 @@ class Forwarder:
                 except ProxyError as err:
                     if not err.retryable or tries_left <= 0:
                         raise
-                    await asyncio.sleep(_jittered(backoff))
-                    backoff = min(backoff * 2, retry.max_backoff_s)
+                    await asyncio.sleep(next(pauses))
                     continue
                 status = response.status
-                if status == 429 and key is not None:
-                    wait = retry_after_seconds(response.headers)
-                    runtime.keys.rest(
-                        key, provider.cooldown.rate_limited_s if wait is None else wait
-                    )
-                elif status in _AUTH_STATUSES and key is not None:
-                    log.warning(
-                        "provider %s rejected key %s with %d; resting it for %g s",
-                        provider.name,
-                        mask(key),
-                        status,
-                        provider.cooldown.auth_failed_s,
-                    )
-                    runtime.keys.rest(key, provider.cooldown.auth_failed_s)
-                elif status not in _RETRY_STATUSES:
+                if not _retryable(runtime, key, response):
                     return await self._stream(runtime, response)
                 if tries_left <= 0:
                     if final:
@@ -228,9 +216,8 @@ class Forwarder:
                         retryable=True,
                     )
                 last = response
-                if status in _RETRY_STATUSES:
-                    await asyncio.sleep(_jittered(backoff))
-                    backoff = min(backoff * 2, retry.max_backoff_s)
+                if status in _RETRY_STATUSES:  # a resting key is retried at once, with the next
+                    await asyncio.sleep(next(pauses))
         finally:
             if last is not None:  # a failed answer we did not stream (e.g. cancelled)
                 last.close()
@@ -276,17 +263,8 @@ class Forwarder:
             while True:
                 try:
                     chunk = await read()
-                except (
-                    aiohttp.ClientPayloadError,
-                    aiohttp.ClientConnectionError,
-                    asyncio.TimeoutError,
-                ) as exc:
-                    log.warning(
-                        "upstream %s failed mid-response: %s: %s",
-                        runtime.provider.name,
-                        type(exc).__name__,
-                        exc,
-                    )
+                except _BROKEN_OFF as exc:
+                    _log_broken_off(runtime, exc)
                     await self._end_broken(response, event_stream, tail)
                     return response
                 if not chunk:
@@ -307,17 +285,8 @@ class Forwarder:
         """A small, complete answer goes out in one write: status, headers and body together."""
         try:
             body = await upstream.read()
-        except (
-            aiohttp.ClientPayloadError,
-            aiohttp.ClientConnectionError,
-            asyncio.TimeoutError,
-        ) as exc:
-            log.warning(
-                "upstream %s failed mid-response: %s: %s",
-                runtime.provider.name,
-                type(exc).__name__,
-                exc,
-            )
+        except _BROKEN_OFF as exc:
+            _log_broken_off(runtime, exc)
             raise ProxyError(
                 502, "upstream_error", f"provider `{runtime.provider.name}` broke off its answer"
             ) from None
@@ -379,8 +348,44 @@ def splice_model(body: bytes, old: str, new: str) -> bytes | None:
     return body[:pos] + _json_string(new) + body[pos + len(old_json) :]
 
 
-def _jittered(seconds: float) -> float:
-    return seconds * random.uniform(0.8, 1.2)
+def _retryable(runtime: ProviderRuntime, key: str | None, response: aiohttp.ClientResponse) -> bool:
+    """Whether an upstream status calls for another try (SPEC §8); rests the key if it must."""
+    status = response.status
+    if status != 429 and status not in _AUTH_STATUSES:
+        return status in _RETRY_STATUSES
+    if key is None:
+        return False  # no key of ours to rest or rotate (auth none or passthrough)
+    cooldown = runtime.provider.cooldown
+    if status == 429:
+        wait = retry_after_seconds(response.headers)
+        runtime.keys.rest(key, cooldown.rate_limited_s if wait is None else wait)
+    else:
+        log.warning(
+            "provider %s rejected key %s with %d; resting it for %g s",
+            runtime.provider.name,
+            mask(key),
+            status,
+            cooldown.auth_failed_s,
+        )
+        runtime.keys.rest(key, cooldown.auth_failed_s)
+    return True
+
+
+def _log_broken_off(runtime: ProviderRuntime, exc: BaseException) -> None:
+    log.warning(
+        "upstream %s failed mid-response: %s: %s",
+        runtime.provider.name,
+        type(exc).__name__,
+        exc,
+    )
+
+
+def _pauses(retry: Retry) -> Iterator[float]:
+    """Pauses before retries: from backoff_s, doubling, ±20% jitter, at most max_backoff_s."""
+    pause = retry.backoff_s
+    while True:
+        yield min(pause * random.uniform(0.8, 1.2), retry.max_backoff_s)
+        pause *= 2
 
 
 async def handle(

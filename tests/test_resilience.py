@@ -15,7 +15,9 @@ import httpx
 import openai
 import pytest
 
+from mini_llm.config import Retry
 from mini_llm.keys import MemoryKeyStore, retry_after_seconds
+from mini_llm.proxy import _pauses
 
 from .conftest import GatewayFactory
 from .gateway_process import GatewayProcess, clean_env
@@ -343,3 +345,22 @@ def test_key_store_rotates_skips_resting_and_reports() -> None:
     assert [s["id"] for s in states] == ["sk-…0001", "sk-…0002", "sk-…0003"]
     assert [s["state"] for s in states] == ["ok", "resting", "resting"]
     assert [s["failures"] for s in states] == [1, 1, 1]
+
+
+def test_without_a_key_of_ours_429_and_401_are_answers(
+    gateway: GatewayProcess, upstream: MockUpstream
+) -> None:
+    # auth: none has no key to rest or rotate: retrying would only ask again
+    for status in (429, 401):
+        upstream.requests.clear()
+        assert post(gateway, f"backup:status-{status}").status_code == status
+        assert len(upstream.requests) == 1
+
+
+def test_pauses_double_with_jitter_up_to_the_cap() -> None:
+    pauses = _pauses(Retry(attempts=8, backoff_s=0.25, max_backoff_s=1.5))
+    taken = [next(pauses) for _ in range(8)]
+    for pause, base in zip(taken, [0.25, 0.5, 1.0], strict=False):
+        assert 0.8 * base <= pause <= 1.2 * base
+    assert all(pause <= 1.5 for pause in taken)
+    assert taken[-1] == 1.5  # 0.25 * 2**7 with any jitter is over the cap
