@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -30,7 +33,7 @@ KEY_C = "sk-key-c-cccccccc0003"
 SOLO = "sk-solo-key-00000009"
 
 
-def table(mock: MockUpstream) -> str:
+def table(mock: MockUpstream, jammed: int = 9) -> str:
     return f"""version: 1
 server: {{reload: false}}
 defaults:
@@ -49,6 +52,10 @@ providers:
     base_url: {mock.url}
     keys: [{KEY_A}, {KEY_B}]
     retry: {{attempts: 0}}
+  jammed:
+    base_url: http://127.0.0.1:{jammed}/v1
+    keys: [sk-jammed-key-0000000]
+    timeouts: {{connect_s: 0.2}}
   dead:
     base_url: http://127.0.0.1:{free_port()}/v1
     keys: [sk-dead-key-00000000]
@@ -66,9 +73,30 @@ routes:
 """
 
 
+@pytest.fixture(scope="module")
+def jammed_port() -> Iterator[int]:
+    """A port whose accept queue is full: connecting there times out, like a dead host."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = int(server.getsockname()[1])
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for sock in [*fillers, server]:
+        sock.close()
+
+
 @pytest.fixture
-def gateway(start_gateway: GatewayFactory, upstream: MockUpstream) -> GatewayProcess:
-    return start_gateway(table(upstream))
+def gateway(
+    start_gateway: GatewayFactory, upstream: MockUpstream, jammed_port: int
+) -> GatewayProcess:
+    return start_gateway(table(upstream, jammed_port))
 
 
 def post(
@@ -185,6 +213,17 @@ def test_refused_connections_are_retried_then_502(gateway: GatewayProcess) -> No
     assert response.json()["error"]["code"] == "upstream_unreachable"
     assert took >= 0.04 + 0.08  # two backoffs happened
     assert gateway.stderr().count("upstream dead failed") == 3
+
+
+def test_connect_timeouts_are_retried_then_504(gateway: GatewayProcess) -> None:
+    started = time.monotonic()
+    response = post(gateway, "jammed:x")
+    took = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert 3 * 0.2 + 0.04 + 0.08 <= took < 3  # three connect timeouts and two pauses
+    assert gateway.wait_stderr("upstream jammed failed")
+    assert gateway.stderr().count("upstream jammed failed") == 3
 
 
 def test_read_timeout_before_the_answer_is_504_and_not_retried(
