@@ -87,7 +87,8 @@ async def health(request: web.Request) -> web.Response:
                 "last_error": state.last_error,
             },
             "providers": providers,
-        }
+        },
+        headers={"x-request-id": request_id_of(request)},
     )
 
 
@@ -108,7 +109,9 @@ async def models(request: web.Request) -> web.Response:
     for name, provider in table.providers.items():
         for model_id in provider.models:
             add(model_id, name)
-    return web.json_response({"object": "list", "data": data})
+    return web.json_response(
+        {"object": "list", "data": data}, headers={"x-request-id": request_id_of(request)}
+    )
 
 
 async def routed(request: web.Request) -> web.StreamResponse:

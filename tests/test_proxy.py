@@ -396,7 +396,9 @@ def test_any_post_under_v1_with_a_model_is_routed(
 
 
 def test_health_and_models(client: httpx.Client, gateway: GatewayProcess) -> None:
-    health = client.get("/health").json()
+    answer = client.get("/health", headers={"x-request-id": "health-check-1"})
+    assert answer.headers["x-request-id"] == "health-check-1"
+    health = answer.json()
     assert health["status"] == "ok"
     assert health["config"]["generation"] == 1 and health["config"]["last_error"] is None
     assert health["providers"]["mock"] == {
