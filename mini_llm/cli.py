@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         default=1,
         metavar="N",
         help="processes sharing the port (SO_REUSEPORT) (default: 1)",
@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.add_argument("--json", action="store_true", help="print the facts as one JSON document")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def _load(path_arg: str | None, *, as_json: bool) -> Config | None:
