@@ -85,31 +85,18 @@ def map_upstream_errors(provider: str) -> Iterator[None]:
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         # The detail goes to the log; the client gets a message without internals.
         log.warning("upstream %s failed: %s: %s", provider, type(exc).__name__, exc)
-        _raise_mapped(provider, exc)
+        raise _mapped(provider, exc) from None
 
 
-def _raise_mapped(provider: str, exc: BaseException) -> None:
-    try:
-        raise exc
-    except aiohttp.ConnectionTimeoutError:
-        raise ProxyError(
-            504,
-            "upstream_timeout",
-            f"provider `{provider}` did not accept a connection in time",
-            retryable=True,
-        ) from None
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-        raise ProxyError(
-            504, "upstream_timeout", f"provider `{provider}` did not answer in time"
-        ) from None
-    except aiohttp.ClientConnectorError:
-        raise ProxyError(
-            502, "upstream_unreachable", f"provider `{provider}` is unreachable", retryable=True
-        ) from None
-    except (aiohttp.ClientError, OSError):
-        raise ProxyError(
-            502,
-            "upstream_error",
-            f"provider `{provider}` closed the connection without an answer",
-            retryable=True,
-        ) from None
+def _mapped(provider: str, exc: BaseException) -> ProxyError:
+    # Order matters: a connect timeout is both a timeout and a connection error.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        message = f"provider `{provider}` did not accept a connection in time"
+        return ProxyError(504, "upstream_timeout", message, retryable=True)
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return ProxyError(504, "upstream_timeout", f"provider `{provider}` did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        message = f"provider `{provider}` is unreachable"
+        return ProxyError(502, "upstream_unreachable", message, retryable=True)
+    message = f"provider `{provider}` closed the connection without an answer"
+    return ProxyError(502, "upstream_error", message, retryable=True)
