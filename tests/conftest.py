@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .gateway_process import GatewayProcess
+from .helpers import GatewayProcess
 from .mock_upstream import MockUpstream
 
 

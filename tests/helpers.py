@@ -1,15 +1,57 @@
-"""Run the real `mini-llm serve` in a subprocess for end-to-end tests."""
+"""Helpers shared by the unit and end-to-end tests: tables, a real gateway process, polling."""
 
 from __future__ import annotations
 
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import pytest
+
+from mini_llm.config import Config, load_config
+from mini_llm.source import ConfigError, Problem
+
+REPO = Path(__file__).resolve().parent.parent
+
+MINIMAL = """\
+version: 1
+providers:
+  openai:
+    base_url: https://api.openai.com/v1
+    keys: sk-test-0000000000000000
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "mini-llm.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
+    """Load a table that must be valid."""
+    return load_config(write(tmp_path, text), env or {})
+
+
+def problems(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> list[Problem]:
+    """Load a table that must be invalid; its problems."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), env or {})
+    return caught.value.problems
+
+
+def where(found: list[Problem]) -> list[tuple[int, int, str]]:
+    """(line, col, message) of each problem, for compact assertions."""
+    return [(p.line, p.col, p.message) for p in found]
+
 
 LISTENING = "mini-llm listening on "
 
@@ -120,3 +162,20 @@ class GatewayProcess:
             if stream is not None:
                 stream.close()
         return code
+
+
+def free_port() -> int:
+    """A port that was free a moment ago: for tables that must point at a dead upstream."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 3.0) -> float:
+    """Poll a condition until true; the seconds it took. Fails the test on timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -8,7 +8,7 @@ import pytest
 
 from mini_llm.config import Config
 
-from .tables import load, problems, where
+from ..helpers import load, problems, where
 
 TABLE = """\
 version: 1

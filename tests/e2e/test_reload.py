@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import GatewayFactory
-from .gateway_process import GatewayProcess
-from .mock_upstream import MockUpstream
+from ..conftest import GatewayFactory
+from ..helpers import GatewayProcess, wait_for
+from ..mock_upstream import MockUpstream
 
 
 def table(
@@ -49,16 +49,6 @@ routes:
 
 def generation(gateway: GatewayProcess) -> int:
     return int(httpx.get(gateway.url + "/health").json()["config"]["generation"])
-
-
-def wait_for(condition: object, timeout: float = 3.0) -> float:
-    """Poll a condition until true; the seconds it took. Fails the test on timeout."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():  # type: ignore[operator]
-            return time.monotonic() - started
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def served_model(gateway: GatewayProcess) -> str:

@@ -14,7 +14,7 @@ from mini_llm import config as cfg
 from mini_llm.schema import schema_path, validate
 from mini_llm.source import parse_document
 
-from .tables import REPO
+from ..helpers import REPO
 
 
 def schema() -> dict[str, Any]:

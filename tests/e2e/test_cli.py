@@ -14,7 +14,7 @@ import pytest
 
 from mini_llm.config import mask, packaged_default
 
-from .tables import REPO
+from ..helpers import REPO
 
 SCRIPT = Path(sys.executable).parent / "mini-llm"
 RUNNERS = ["module", "script"]
@@ -197,7 +197,7 @@ def test_check_config_shows_values_from_the_environment(table: Path) -> None:
 
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_check_config_invalid(tmp_path: Path, runner: str) -> None:
-    source = REPO / "tests" / "invalid" / "several-problems.yaml"
+    source = REPO / "tests" / "unit" / "invalid" / "several-problems.yaml"
     path = tmp_path / "broken.yaml"
     shutil.copy(source, path)
     expected = [

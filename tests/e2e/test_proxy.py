@@ -15,18 +15,12 @@ import httpx
 import openai
 import pytest
 
-from .gateway_process import GatewayProcess
-from .mock_upstream import MockUpstream
+from ..helpers import GatewayProcess, free_port
+from ..mock_upstream import MockUpstream
 
 KEY_ONE = "sk-mock-key-one-1111"
 KEY_TWO = "sk-mock-key-two-2222"
 ANTHROPIC_KEY = "sk-ant-key-aaaaaaaa9999"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 TABLE = """

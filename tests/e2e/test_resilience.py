@@ -22,10 +22,9 @@ from mini_llm.config import Retry
 from mini_llm.keys import MemoryKeyStore, retry_after_seconds
 from mini_llm.proxy import _pauses
 
-from .conftest import GatewayFactory
-from .gateway_process import GatewayProcess, clean_env
-from .mock_upstream import MockUpstream
-from .test_proxy import free_port
+from ..conftest import GatewayFactory
+from ..helpers import GatewayProcess, clean_env, free_port
+from ..mock_upstream import MockUpstream
 
 KEY_A = "sk-key-a-aaaaaaaa0001"
 KEY_B = "sk-key-b-bbbbbbbb0002"

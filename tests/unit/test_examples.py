@@ -9,7 +9,7 @@ import pytest
 from mini_llm.config import load_config
 from mini_llm.routing import compile_routes
 
-from .tables import REPO
+from ..helpers import REPO
 
 EXAMPLES = sorted((REPO / "config").rglob("*.yaml"))
 TABLES = [REPO / "mini-llm.yaml", *EXAMPLES]

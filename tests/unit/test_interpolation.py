@@ -8,7 +8,7 @@ import pytest
 
 from mini_llm.interpolate import InterpolationError, expand, retype
 
-from .tables import load, problems, where
+from ..helpers import load, problems, where
 
 ENV = {"A": "alpha", "B": "beta", "EMPTY": "", "PORT": "4000", "URL": "http://127.0.0.1:9/v1"}
 

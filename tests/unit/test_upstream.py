@@ -10,7 +10,7 @@ from mini_llm.config import mask
 from mini_llm.proxy import splice_model
 from mini_llm.routing import RoutingTable, compile_routes
 
-from .tables import load
+from ..helpers import load
 
 KEY = "sk-live-SECRET-0123456789abcd"
 GEMINI_KEY = "AIzaSy-SECRET-9876543210wxyz"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import GatewayFactory
-from .mock_upstream import MockUpstream
-from .test_reload import table, wait_for
+from ..conftest import GatewayFactory
+from ..helpers import wait_for
+from ..mock_upstream import MockUpstream
+from .test_reload import table
 
 
 def health_seen(url: str, connections: int = 40) -> list[dict[str, object]]:

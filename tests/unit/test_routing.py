@@ -9,7 +9,7 @@ import pytest
 
 from mini_llm.routing import ModelNotFound, RoutingTable, compile_routes
 
-from .tables import load
+from ..helpers import load
 
 TABLE = """\
 version: 1
