@@ -12,8 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
-from .config import Config, mask
+from .config import Config
 from .errors import ProxyError
+from .masking import mask
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
 from .proxy import Exchange, error_response, handle, request_id_of
 from .routing import compile_routes

@@ -6,7 +6,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from .source import Document, Location, Problem, nearest
+from .source import Document, Location, Problem
+from .suggest import nearest
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from .source import Document, Location, Problem, is_typed, nearest
+from .source import Document, Location, Problem, is_typed
+from .suggest import nearest
 
 PREFIX = "MINI_LLM__"
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-from .config import mask
+from .masking import mask
 
 MAX_RETRY_AFTER_S = 300.0
 

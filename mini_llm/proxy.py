@@ -16,9 +16,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .config import Retry, mask
+from .config import Retry
 from .errors import ProxyError, error_body, map_upstream_errors, stream_error_event
 from .keys import retry_after_seconds
+from .masking import mask
 from .pools import ProviderRuntime, Snapshot
 from .routing import ModelNotFound, Route
 from .upstream import HOP_BY_HOP

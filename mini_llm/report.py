@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import Config, mask_url
+from .config import Config
+from .masking import mask_url
 from .routing import ModelNotFound, RoutingTable
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .config import Config, Provider, Target
-from .source import nearest
+from .suggest import nearest
 from .upstream import Upstream
 
 Rule = Literal["alias", "explicit", "prefix", "default"]

@@ -12,7 +12,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
-from .source import Document, Location, Problem, nearest
+from .source import Document, Location, Problem
+from .suggest import nearest
 
 SCHEMA_NAME = "mini-llm.schema.json"
 

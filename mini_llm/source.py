@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,15 +61,6 @@ class ConfigError(Exception):
             unique.setdefault(problem.file_key(), problem)
         self.problems = list(unique.values())
         super().__init__("\n".join(str(p) for p in self.problems))
-
-
-def nearest(word: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
-    """The choices closest to a misspelt word, best first; case does not count against it."""
-    by_lower: dict[str, str] = {}
-    for choice in choices:
-        by_lower.setdefault(choice.lower(), choice)
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=cutoff)
-    return [by_lower[c] for c in close]
 
 
 def pointer(location: Location) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
 
-from .config import Provider, looks_secret, mask
+from .config import Provider
+from .masking import looks_secret, mask
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the client library sets for its own socket.
 HOP_BY_HOP = frozenset(

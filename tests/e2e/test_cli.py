@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from mini_llm.config import mask, packaged_default
+from mini_llm.config import packaged_default
+from mini_llm.masking import mask
 
 from ..helpers import REPO
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mini_llm.config import mask
+from mini_llm.masking import mask
 from mini_llm.proxy import splice_model
 from mini_llm.routing import RoutingTable, compile_routes
 
