@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,10 +14,11 @@ from aiohttp import web
 
 from . import __version__
 from .config import Config
-from .errors import ProxyError
+from .errors import ProxyError, error_response
+from .intake import request_id_of
 from .masking import mask
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
-from .proxy import Exchange, error_response, handle, request_id_of
+from .proxy import Served, handle
 from .routing import compile_routes
 
 log = logging.getLogger("mini_llm")
@@ -27,11 +29,16 @@ class State:
     """The live routing table. Swapped by one assignment; requests keep the one they began with."""
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        self._initial = config  # served once the app starts
         self.snapshot: Snapshot | None = None
         self.last_error: str | None = None
         # Every pool ever handed out and not yet closed, so shutdown closes retired ones too.
         self._connections: set[Connections] = set()
+
+    @property
+    def config(self) -> Config:
+        """The settings in service: those of the current snapshot."""
+        return self._initial if self.snapshot is None else self.snapshot.config
 
     @property
     def current(self) -> Snapshot:
@@ -42,7 +49,6 @@ class State:
         """Compile a table and make it current; warm pools of unchanged providers are kept."""
         previous = self.snapshot
         snapshot = build_snapshot(compile_routes(config), previous)
-        self.config = config
         self.snapshot = snapshot  # the one atomic swap
         self.last_error = None
         if previous is not None:
@@ -116,33 +122,71 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def routed(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    snapshot = state.current  # this request's table, whatever reloads happen meanwhile
-    exchange = Exchange(request, request_id_of(request))
+    snapshot = request.app[STATE].current  # this request's table, whatever reloads happen
+    server = snapshot.config.server
+    request_id = request_id_of(request)
+    if not server.log_requests:
+        response, _ = await handle(request, request_id, snapshot, server.max_body_bytes)
+        return response
     started = time.monotonic()
-    response = await handle(request, snapshot, state.config.server.max_body_bytes, exchange)
-    if state.config.server.log_requests:
-        access_log.info(
-            "%s %s %d %.1fms route=%s key=%s id=%s",
-            request.method,
-            request.path,
-            response.status,
-            (time.monotonic() - started) * 1000,
-            exchange.route_header,
-            mask(exchange.key) if exchange.key else "-",
-            exchange.request_id,
-        )
+    try:
+        response, served = await handle(request, request_id, snapshot, server.max_body_bytes)
+    except asyncio.CancelledError:
+        _log_access(request, request_id, None, started, Served(), cancelled=True)
+        raise
+    _log_access(request, request_id, response.status, started, served)
     return response
 
 
-async def not_found(request: web.Request) -> web.Response:
-    err = ProxyError(404, "not_found", f"no route for {request.method} {request.path}")
-    return error_response(request.path, request_id_of(request), "-", err)
+def _log_access(
+    request: web.Request,
+    request_id: str,
+    status: int | None,
+    started: float,
+    served: Served,
+    *,
+    cancelled: bool = False,
+) -> None:
+    access_log.info(
+        "%s %s %s %.1fms route=%s key=%s tries=%d id=%s%s",
+        request.method,
+        request.path,
+        status if status is not None else "-",
+        (time.monotonic() - started) * 1000,
+        served.route,
+        mask(served.key) if served.key else "-",
+        served.tries,
+        request_id,
+        " cancelled" if cancelled else "",
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def safety_net(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer in the client's error shape: no route (404), and an unexpected error (500,
+    logged with its traceback). The process keeps serving."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status not in (404, 405):
+            raise
+        err = ProxyError(404, "not_found", f"no route for {request.method} {request.path}")
+        return error_response(request.path, request_id_of(request), "-", err)
+    except Exception:
+        request_id = request_id_of(request)
+        log.exception(
+            "internal error serving %s %s (id %s)", request.method, request.path, request_id
+        )
+        err = ProxyError(500, "internal_error", "the gateway failed to serve this request")
+        return error_response(request.path, request_id, "-", err)
 
 
 def create_app(config: Config) -> web.Application:
     """The gateway application; its ClientSessions live and die with it (cleanup_ctx)."""
-    app = web.Application()
+    app = web.Application(middlewares=[safety_net])
     state = State(config)
     app[STATE] = state
 
@@ -155,5 +199,4 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/{tail:.+}", routed)
-    app.router.add_route("*", "/{tail:.*}", not_found)
     return app

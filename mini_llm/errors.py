@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import aiohttp
+from aiohttp import web
 
 log = logging.getLogger("mini_llm")
 
@@ -100,3 +101,13 @@ def _mapped(provider: str, exc: BaseException) -> ProxyError:
         return ProxyError(502, "upstream_unreachable", message, retryable=True)
     message = f"provider `{provider}` closed the connection without an answer"
     return ProxyError(502, "upstream_error", message, retryable=True)
+
+
+def error_response(path: str, request_id: str, route: str, err: ProxyError) -> web.Response:
+    headers = {"x-request-id": request_id, "x-mini-llm-route": route, **err.headers}
+    return web.Response(
+        status=err.status,
+        body=error_body(path, err.status, err.code, err.message),
+        content_type="application/json",
+        headers=headers,
+    )

@@ -1,0 +1,63 @@
+"""What came in: the request id, the body within its limit, and the model it names."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from aiohttp import web
+
+from .errors import ProxyError
+
+MAX_MODEL_CHARS = 256
+
+
+def request_id_of(request: web.Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and len(given) <= 200 and given.isprintable():
+        return given
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a quarter of the cost
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes before and while reading."""
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise _too_large(limit)
+        return await request.content.read()
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413, "request_too_large", f"request body is larger than the limit of {limit} bytes"
+    )
+
+
+def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
+    """The request's model name and its parsed document; 400 when either is unusable."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ProxyError(400, "invalid_json", "request body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ProxyError(400, "invalid_json", "request body must be a JSON object")
+    model = doc.get("model")
+    if model is None:
+        raise ProxyError(400, "missing_model", "request body has no `model`")
+    if not isinstance(model, str):
+        raise ProxyError(400, "invalid_model", "`model` must be a string")
+    if not model:
+        raise ProxyError(400, "invalid_model", "`model` must not be empty")
+    if len(model) > MAX_MODEL_CHARS:
+        raise ProxyError(
+            400, "invalid_model", f"`model` must be at most {MAX_MODEL_CHARS} characters"
+        )
+    return model, doc
