@@ -7,9 +7,13 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .keys import Outcome
 
 log = logging.getLogger("mini_llm")
 
@@ -44,6 +48,7 @@ class ProxyError(Exception):
         message: str,
         headers: dict[str, str] | None = None,
         retryable: bool = False,
+        outcome: Outcome | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -52,6 +57,8 @@ class ProxyError(Exception):
         self.headers = headers or {}
         # Whether a fallback chain may move on to its next target after this.
         self.retryable = retryable
+        # What an upstream try came to when the failure is one (connect_error, timeout).
+        self.outcome = outcome
 
 
 def is_anthropic_path(path: str) -> bool:
@@ -93,14 +100,17 @@ def _mapped(provider: str, exc: BaseException) -> ProxyError:
     # Order matters: a connect timeout is both a timeout and a connection error.
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         message = f"provider `{provider}` did not accept a connection in time"
-        return ProxyError(504, "upstream_timeout", message, retryable=True)
+        return ProxyError(504, "upstream_timeout", message, retryable=True, outcome="timeout")
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-        return ProxyError(504, "upstream_timeout", f"provider `{provider}` did not answer in time")
+        message = f"provider `{provider}` did not answer in time"
+        return ProxyError(504, "upstream_timeout", message, outcome="timeout")
     if isinstance(exc, aiohttp.ClientConnectorError):
         message = f"provider `{provider}` is unreachable"
-        return ProxyError(502, "upstream_unreachable", message, retryable=True)
+        return ProxyError(
+            502, "upstream_unreachable", message, retryable=True, outcome="connect_error"
+        )
     message = f"provider `{provider}` closed the connection without an answer"
-    return ProxyError(502, "upstream_error", message, retryable=True)
+    return ProxyError(502, "upstream_error", message, retryable=True, outcome="connect_error")
 
 
 def error_response(path: str, request_id: str, route: str, err: ProxyError) -> web.Response:
