@@ -17,6 +17,7 @@ from .schema import validate
 from .source import ConfigError, Document, Location, Problem, pointer, read_document
 
 AuthStyle = Literal["bearer", "header", "query", "none", "passthrough"]
+LogFormat = Literal["text", "json"]
 DEFAULT_CONFIG_NAME = "mini-llm.yaml"
 
 
@@ -72,6 +73,8 @@ class Provider:
     keys: tuple[str, ...] = field(repr=False)
     headers: tuple[tuple[str, str | None], ...] = ()
     query: tuple[tuple[str, str], ...] = ()
+    # OpenAI chat streams: ask for the usage chunk, then hide it from a client that did not.
+    stream_usage: bool = True
     timeouts: Timeouts = Timeouts()
     pool: Pool = Pool()
     retry: Retry = Retry()
@@ -97,6 +100,7 @@ class Server:
     max_body_bytes: int = 10 * 1024 * 1024
     shutdown_grace_s: float = 30.0
     log_requests: bool = False
+    log_format: LogFormat = "text"
     reload: bool = True
 
 
@@ -240,6 +244,7 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             keys=keys,
             headers=tuple(mapping(spec.get("headers")).items()),
             query=tuple(mapping(spec.get("query")).items()),
+            stream_usage=spec.get("stream_usage", True) is not False,
             timeouts=_section(Timeouts, timeouts, spec.get("timeouts")),
             pool=_section(Pool, pool, spec.get("pool")),
             retry=_section(Retry, retry, spec.get("retry")),

@@ -333,7 +333,7 @@ def _may_be_empty(location: Location) -> bool:
     return len(location) >= 3 and location[0] == "providers" and location[2] in ("base_url", "keys")
 
 
-_TYPED_SECTIONS = frozenset({"timeouts", "pool", "retry", "cooldown"})
+_TYPED_SECTIONS = frozenset({"timeouts", "pool", "retry", "cooldown", "stream_usage"})
 
 
 def is_typed(location: Location) -> bool:
