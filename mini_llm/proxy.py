@@ -9,14 +9,17 @@
 Where later policies hook in, each at one layer: rate limits and the response cache in
 `handle` (before `forward`); balancing and circuit breakers in `forward` (the order and
 usability of targets); translation of requests in `send` and of answers in `relay`; token
-usage and time to first byte in `relay`; metrics read the `Served` that `handle` returns.
+usage and time to first byte in `relay`; metrics and the access log (observe.py) read the
+`Served` that `handle` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -28,12 +31,16 @@ from aiohttp import web
 from .config import Retry
 from .errors import ProxyError, error_response, map_upstream_errors
 from .intake import model_of, read_body
-from .keys import AFTER_PAUSE, NEXT_KEY, outcome_of
+from .keys import AFTER_PAUSE, NEXT_KEY, Outcome, outcome_of
 from .masking import mask
 from .pools import ProviderRuntime, Snapshot
-from .relay import relay
+from .relay import Relayed, relay
 from .routing import ModelNotFound, Route
 from .upstream import body_for
+from .usage import Usage, wants_stream_usage, with_stream_usage
+
+# Where the observing middleware (observe.py) leaves the perf_counter() a request began at.
+STARTED = web.RequestKey("mini_llm.started", float)
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,20 @@ class Served:
     provider: str | None = None
     key: str | None = field(default=None, repr=False)  # the key of the answer given
     tries: int = 0
+    rule: str = "-"  # Route.label: the alias, prefix:<prefix>, explicit or default
+    upstream_model: str | None = None
+    usage: Usage | None = None
+    # Each upstream try in order, and each move to the next target of a chain.
+    outcomes: tuple[tuple[str, Outcome], ...] = ()
+    fallbacks: tuple[tuple[str, str], ...] = ()
+    waited: float = 0.0  # seconds spent awaiting the upstream: its headers, then its body
+    first_byte_at: float | None = None  # perf_counter() when a stream's first bytes went out
 
     def __repr__(self) -> str:
         key = mask(self.key) if self.key else None
         return (
             f"Served(route={self.route!r}, provider={self.provider!r}, key={key!r}, "
-            f"tries={self.tries})"
+            f"tries={self.tries}, rule={self.rule!r}, usage={self.usage!r})"
         )
 
 
@@ -71,7 +86,22 @@ class Attempt:
 class Call:
     """One routed request on the table it started with."""
 
-    __slots__ = ("body", "doc", "request", "request_id", "route", "sent", "snapshot", "tail")
+    __slots__ = (
+        "ask_usage",
+        "body",
+        "doc",
+        "fallbacks",
+        "outcomes",
+        "request",
+        "request_id",
+        "route",
+        "sent",
+        "snapshot",
+        "started",
+        "strip_usage",
+        "tail",
+        "waited",
+    )
 
     def __init__(
         self,
@@ -90,12 +120,36 @@ class Call:
         self.route = route
         self.tail = request.rel_url.raw_path[3:]  # after "/v1", still percent-encoded
         self.sent = 0  # upstream requests made so far
+        self.started: float = request.get(STARTED) or time.perf_counter()
+        self.waited = 0.0  # seconds awaiting upstream answers' headers, and retry pauses
+        self.outcomes: list[tuple[str, Outcome]] = []
+        self.fallbacks: list[tuple[str, str]] = []
+        # The upstream path is the client's: an OpenAI chat stream is one upstream too.
+        self.ask_usage = wants_stream_usage(self.tail, doc)
+        self.strip_usage = False  # the usage chunk of the last target's answer is ours
+
+    def served(self, served: Served, relayed: Relayed | None = None) -> Served:
+        """What served the request, with what was learnt on the way."""
+        return dataclasses.replace(
+            served,
+            rule=self.route.label,
+            upstream_model=served.route.partition(":")[2] or None,
+            outcomes=tuple(self.outcomes),
+            fallbacks=tuple(self.fallbacks),
+            waited=self.waited + (relayed.waited if relayed is not None else 0.0),
+            usage=relayed.usage if relayed is not None else None,
+            first_byte_at=relayed.first_byte_at if relayed is not None else None,
+        )
 
     async def forward(self, stack: ExitStack) -> Attempt:
         """Walk the targets in order until one gives an answer no later target could better."""
         last: Attempt | None = None
+        previous: str | None = None
         try:
             for target in self.route.targets:
+                if previous is not None:  # the chain moves on
+                    self.fallbacks.append((previous, target.provider))
+                previous = target.provider
                 runtime = self.snapshot.runtimes.get(target.provider)
                 provider = self.snapshot.table.providers[target.provider]
                 if runtime is None or not provider.enabled:
@@ -120,7 +174,11 @@ class Call:
         """Tries on one target: each with a key that is not resting, pauses after failures."""
         provider = runtime.provider
         needs_key = provider.auth.needs_key
-        body = body_for(self.body, self.doc, self.route.model, model)
+        self.strip_usage = self.ask_usage and provider.stream_usage
+        if self.strip_usage:
+            body = with_stream_usage(self.doc, model)
+        else:
+            body = body_for(self.body, self.doc, self.route.model, model)
         waits = pauses(provider.retry)
         tries_left = provider.retry.attempts + 1
         held: Attempt | None = None  # a failed answer, given if no try does better
@@ -142,9 +200,10 @@ class Call:
                 try:
                     answer = await self.send(runtime, body, key)
                 except ProxyError as err:
+                    self.outcomes.append((provider.name, err.outcome or "connect_error"))
                     if not err.retryable or tries_left <= 0:
                         return Attempt(served, None, err, err.retryable)
-                    await asyncio.sleep(next(waits))
+                    await self.pause(next(waits))
                     continue
                 if key is None:  # no key of ours to rest or rotate: 429 and 401 are answers
                     outcome = outcome_of(answer.status)
@@ -154,16 +213,22 @@ class Call:
                     outcome = runtime.keys.report(
                         key, answer.status, answer.headers, provider.cooldown
                     )
+                self.outcomes.append((provider.name, outcome))
                 if outcome not in NEXT_KEY and outcome not in AFTER_PAUSE:
                     return Attempt(served, answer)
                 if tries_left <= 0:
                     return Attempt(served, answer, None, True)
                 held = Attempt(served, answer, None, True)
                 if outcome in AFTER_PAUSE:  # a resting key is retried at once, with the next
-                    await asyncio.sleep(next(waits))
+                    await self.pause(next(waits))
         finally:
             if held is not None:  # a failed answer we will not give (e.g. cancelled)
                 held.discard()
+
+    async def pause(self, seconds: float) -> None:
+        """Wait before a retry; the upstream's failure is what is waited on, not the gateway."""
+        await asyncio.sleep(seconds)
+        self.waited += seconds
 
     async def send(
         self, runtime: ProviderRuntime, body: bytes, key: str | None
@@ -171,15 +236,19 @@ class Call:
         """One upstream request; its failures before an answer become 502 or 504."""
         request = self.request
         upstream = runtime.upstream
-        with map_upstream_errors(runtime.provider.name):
-            return await runtime.connections.session.request(
-                request.method,
-                upstream.url(self.tail, request.rel_url.raw_query_string, key),
-                data=body,
-                headers=upstream.headers(request.headers.items(), key),
-                timeout=runtime.timeout,
-                allow_redirects=False,
-            )
+        asked = time.perf_counter()
+        try:
+            with map_upstream_errors(runtime.provider.name):
+                return await runtime.connections.session.request(
+                    request.method,
+                    upstream.url(self.tail, request.rel_url.raw_query_string, key),
+                    data=body,
+                    headers=upstream.headers(request.headers.items(), key),
+                    timeout=runtime.timeout,
+                    allow_redirects=False,
+                )
+        finally:
+            self.waited += time.perf_counter() - asked
 
 
 def _disabled(route: str, reason: str | None) -> Attempt:
@@ -228,11 +297,19 @@ async def handle(
         served = attempt.served
         if attempt.answer is None:
             assert attempt.error is not None
-            return error_response(path, request_id, served.route, attempt.error), served
+            return error_response(path, request_id, served.route, attempt.error), call.served(
+                served
+            )
         try:
-            response = await relay(
-                request, attempt.answer, served.provider or "-", request_id, served.route
+            relayed = await relay(
+                request,
+                attempt.answer,
+                served.provider or "-",
+                request_id,
+                served.route,
+                since=call.started + call.waited,
+                strip_usage=call.strip_usage,
             )
         except ProxyError as err:
-            return error_response(path, request_id, served.route, err), served
-        return response, served
+            return error_response(path, request_id, served.route, err), call.served(served)
+        return relayed.response, call.served(served, relayed)

@@ -2,12 +2,16 @@
 
 The last layer of forwarding (see proxy.py). Readers of what passes through (token usage,
 stream translation, time to first byte) hook in at `relay`'s read loop, never by buffering.
+Time spent awaiting the upstream's reads is counted apart: the gateway's overhead is what
+is left of a request's time once the waits on the upstream are taken out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -15,6 +19,7 @@ from multidict import CIMultiDict
 
 from .errors import ProxyError, stream_error_event
 from .upstream import HOP_BY_HOP
+from .usage import Usage, UsageScanner, scanner_for
 
 log = logging.getLogger("mini_llm")
 
@@ -23,6 +28,17 @@ WHOLE_ANSWER_MAX_BYTES = 64 * 1024
 _RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
 # How an upstream answer breaks off once its headers are in.
 BROKEN_OFF = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
+# Milliseconds the gateway added; on a stream, up to the moment its headers were sent.
+OVERHEAD_HEADER = "x-mini-llm-overhead-ms"
+
+
+class Relayed(NamedTuple):
+    """An answer relayed, and what was learnt while relaying it."""
+
+    response: web.StreamResponse
+    usage: Usage | None
+    waited: float  # seconds spent awaiting the upstream's body
+    first_byte_at: float | None  # perf_counter() when a stream's first bytes went out
 
 
 def response_headers(
@@ -47,33 +63,63 @@ async def relay(
     provider: str,
     request_id: str,
     route: str,
-) -> web.StreamResponse:
-    """Send the upstream's answer to the client as it arrives; the upstream is closed after."""
+    *,
+    since: float,
+    strip_usage: bool = False,
+) -> Relayed:
+    """Send the upstream's answer to the client as it arrives; the upstream is closed after.
+
+    `since` is the perf_counter() the gateway's own time counts from (the request's start,
+    moved on by the time already spent waiting on the upstream). `strip_usage`: the usage
+    chunk of this OpenAI stream was asked for by the gateway, not by the client.
+    """
     headers = response_headers(upstream, request_id, route)
-    event_stream = upstream.content_type == "text/event-stream"
+    content_type = upstream.content_type
+    event_stream = content_type == "text/event-stream"
     if event_stream:
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
+    scanner = scanner_for(
+        upstream.status, content_type, upstream.headers.get("Content-Encoding"), strip_usage
+    )
     length = upstream.content_length
     if not event_stream and length is not None and length <= WHOLE_ANSWER_MAX_BYTES:
-        return await _whole(upstream, provider, headers)
+        return await _whole(upstream, provider, headers, scanner)
+    clock = time.perf_counter
+    waited = 0.0
+    first_byte_at: float | None = None
+    headers[OVERHEAD_HEADER] = f"{(clock() - since) * 1000:.2f}"
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     read = upstream.content.readany
+    feed = scanner.feed if scanner is not None else None
     tail = b"\n\n"
     try:
         await response.prepare(request)
         while True:
+            asked = clock()
             try:
                 chunk = await read()
             except BROKEN_OFF as exc:
                 log_broken_off(provider, exc)
+                if scanner is not None and (held := scanner.close()):
+                    await response.write(held)
+                    tail = held[-2:]
                 await _end_broken(request, response, event_stream, tail)
-                return response
+                return Relayed(response, _usage(scanner), waited, first_byte_at)
+            waited += clock() - asked
             if not chunk:
                 break
+            if feed is not None:
+                chunk = feed(chunk)
+                if not chunk:
+                    continue
             await response.write(chunk)
+            if first_byte_at is None:
+                first_byte_at = clock()
             if event_stream:
                 tail = chunk[-2:]
+        if scanner is not None and (held := scanner.close()):
+            await response.write(held)
         await response.write_eof()
     except ConnectionResetError:
         log.debug("client went away during the response")
@@ -83,13 +129,21 @@ async def relay(
         await _end_broken(request, response, event_stream, tail)
     finally:
         upstream.close()
-    return response
+    return Relayed(response, _usage(scanner), waited, first_byte_at)
+
+
+def _usage(scanner: UsageScanner | None) -> Usage | None:
+    return scanner.usage if scanner is not None else None
 
 
 async def _whole(
-    upstream: aiohttp.ClientResponse, provider: str, headers: CIMultiDict[str]
-) -> web.Response:
+    upstream: aiohttp.ClientResponse,
+    provider: str,
+    headers: CIMultiDict[str],
+    scanner: UsageScanner | None,
+) -> Relayed:
     """A small, complete answer goes out in one write: status, headers and body together."""
+    asked = time.perf_counter()
     try:
         body = await upstream.read()
     except BROKEN_OFF as exc:
@@ -99,8 +153,15 @@ async def _whole(
         ) from None
     finally:
         upstream.close()  # after a full read the connection is already back in the pool
+    waited = time.perf_counter() - asked
     del headers["Content-Length"]
-    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+    response = web.Response(
+        status=upstream.status, reason=upstream.reason, headers=headers, body=body
+    )
+    if scanner is None:
+        return Relayed(response, None, waited, None)
+    scanner.feed(body)
+    return Relayed(response, scanner.usage, waited, None)
 
 
 async def _end_broken(

@@ -22,6 +22,16 @@ class Route:
     matched: str
     targets: tuple[Target, ...]
 
+    @property
+    def label(self) -> str:
+        """The rule in a few words, bounded by the table: the alias, `prefix:<prefix>`,
+        `explicit` or `default` (the `route` of metrics and of JSON access lines)."""
+        if self.rule == "alias":
+            return self.matched
+        if self.rule == "prefix":
+            return "prefix:" + self.matched
+        return self.rule
+
     def describe(self) -> str:
         if self.rule == "alias":
             kind = "fallback chain" if len(self.targets) > 1 else "alias"
