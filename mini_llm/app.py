@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, observe
 from .config import Config
 from .errors import ProxyError, error_response
 from .intake import request_id_of
-from .masking import mask
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
-from .proxy import Served, handle
+from .proxy import handle
 from .routing import compile_routes
 
 log = logging.getLogger("mini_llm")
-access_log = logging.getLogger("mini_llm.access")
 
 
 class State:
@@ -125,40 +121,9 @@ async def routed(request: web.Request) -> web.StreamResponse:
     snapshot = request.app[STATE].current  # this request's table, whatever reloads happen
     server = snapshot.config.server
     request_id = request_id_of(request)
-    if not server.log_requests:
-        response, _ = await handle(request, request_id, snapshot, server.max_body_bytes)
-        return response
-    started = time.monotonic()
-    try:
-        response, served = await handle(request, request_id, snapshot, server.max_body_bytes)
-    except asyncio.CancelledError:
-        _log_access(request, request_id, None, started, Served(), cancelled=True)
-        raise
-    _log_access(request, request_id, response.status, started, served)
+    response, served = await handle(request, request_id, snapshot, server.max_body_bytes)
+    request[observe.SERVED] = served  # for metrics and the access line
     return response
-
-
-def _log_access(
-    request: web.Request,
-    request_id: str,
-    status: int | None,
-    started: float,
-    served: Served,
-    *,
-    cancelled: bool = False,
-) -> None:
-    access_log.info(
-        "%s %s %s %.1fms route=%s key=%s tries=%d id=%s%s",
-        request.method,
-        request.path,
-        status if status is not None else "-",
-        (time.monotonic() - started) * 1000,
-        served.route,
-        mask(served.key) if served.key else "-",
-        served.tries,
-        request_id,
-        " cancelled" if cancelled else "",
-    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -189,6 +154,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[safety_net])
     state = State(config)
     app[STATE] = state
+    observe.install(app, state)  # metrics, access lines, /metrics
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.install(state.config)

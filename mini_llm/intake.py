@@ -11,13 +11,21 @@ from aiohttp import web
 from .errors import ProxyError
 
 MAX_MODEL_CHARS = 256
+_REQUEST_ID = web.RequestKey("mini_llm.request_id", str)
 
 
 def request_id_of(request: web.Request) -> str:
+    """The client's x-request-id, or a new one; the same for every caller within a request."""
+    known: str | None = request.get(_REQUEST_ID)
+    if known is not None:
+        return known
     given = request.headers.get("x-request-id")
     if given and len(given) <= 200 and given.isprintable():
-        return given
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a quarter of the cost
+        request_id = given
+    else:
+        request_id = os.urandom(16).hex()  # as random as uuid4().hex, at a quarter of the cost
+    request[_REQUEST_ID] = request_id
+    return request_id
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

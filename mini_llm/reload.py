@@ -32,11 +32,13 @@ class Reloader:
         env: Mapping[str, str],
         digest: bytes | None,
         adjust: Callable[[Config], Config] = lambda config: config,
+        reloaded: Callable[[bool], None] = lambda ok: None,
     ) -> None:
         self.state = state
         self.path = path
         self.env = env
         self.adjust = adjust  # re-applies command-line flags, which outrank the file
+        self.reloaded = reloaded  # told of each reload's success or failure (metrics)
         self._digest = digest  # of the file as it was before the running table was loaded
         self._lock = asyncio.Lock()
 
@@ -62,9 +64,11 @@ class Reloader:
                     len(exc.problems),
                 )
                 self.state.last_error = "\n".join(str(p) for p in exc.problems)
+                self.reloaded(False)
                 return False
             config = self._keep_restart_only(self.adjust(config))
             snapshot = self.state.install(config)
+            self.reloaded(True)
             log.info(
                 "reloaded %s: generation %d, %d providers, %d aliases",
                 self.path.name,

@@ -17,8 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
+from . import access
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
+from .observe import METRICS
 from .parent import parent_pid, watch_parent
 from .reload import Reloader, file_digest
 from .source import ConfigError
@@ -41,6 +43,7 @@ def configure_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     root.propagate = False
+    access.configure(sys.stderr)
 
 
 def apply_flags(
@@ -171,6 +174,7 @@ async def _run(
 
     state = app[STATE]
     reloader = Reloader(state, path, env, digest, adjust=lambda c: apply_flags(c, **flags))
+    reloader.reloaded = app[METRICS].reloaded  # reloads are counted (the first load is not one)
     stop = asyncio.Event()
     tasks: set[asyncio.Task[Any]] = set()
 

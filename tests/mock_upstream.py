@@ -10,6 +10,7 @@ Behaviour is chosen by the upstream model name the gateway sends:
 - ``drop-stream``: send two chunks, then cut the connection.
 - ``hang-stream``: send one chunk, then go silent.
 - ``gzip``: a gzip-compressed JSON answer.
+- ``cached-usage``: a chat completion whose usage has cached prompt tokens (10 of 40).
 - ``truncated-json`` / ``truncated-big-json``: half of a 100 B / 200 kB JSON body, then a cut.
 - ``flaky-N``: the first N requests for this model get 503, then 200.
 - anything else: a normal answer (SSE when ``stream`` is true, with a usage chunk when
@@ -141,6 +142,15 @@ class MockUpstream:
             assert request.transport is not None
             request.transport.abort()
             await asyncio.sleep(3600)
+        if model == "cached-usage":
+            answer = _openai_completion(model, doc)
+            answer["usage"] = {
+                "prompt_tokens": 40,
+                "completion_tokens": 2,
+                "total_tokens": 42,
+                "prompt_tokens_details": {"cached_tokens": 10},
+            }
+            return web.json_response(answer)
         if model in ("truncated-json", "truncated-big-json"):
             size = 100 if model == "truncated-json" else 200_000
             response = web.StreamResponse(
