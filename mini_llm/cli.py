@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import Config, find_config, load_config
+from .metrics_dir import drop_inherited
 from .source import ConfigError
+from .workers import WORKER_VARIABLE
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -147,6 +149,8 @@ def _console() -> Console:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":  # before prometheus_client is imported, which reads it
+        drop_inherited(os.environ, worker=os.environ.get(WORKER_VARIABLE) == "1")
     if args.command in ("check-config", "route"):
         # A masked key (`sk-…abcd`) must not crash a terminal that cannot show `…`.
         for stream in (sys.stdout, sys.stderr):

@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 
+from .metrics_dir import shared_folder, worker_gone
 from .parent import PARENT_PID_VARIABLE
 
 log = logging.getLogger("mini_llm")
@@ -53,6 +54,13 @@ async def supervise(
     sock: socket.socket, argv: Sequence[str], workers: int, env: Mapping[str, str], grace_s: float
 ) -> int:
     """Run the workers until SIGTERM/SIGINT; forward SIGHUP; restart any that crash."""
+    with shared_folder(env) as env_with_metrics:  # one scrape covers every worker
+        return await _supervise(sock, argv, workers, env_with_metrics, grace_s)
+
+
+async def _supervise(
+    sock: socket.socket, argv: Sequence[str], workers: int, env: Mapping[str, str], grace_s: float
+) -> int:
     host, port = sock.getsockname()[:2]
     child_env = {**env, WORKER_VARIABLE: "1", PARENT_PID_VARIABLE: str(os.getpid())}
     pool = [
@@ -96,6 +104,7 @@ async def _keep_alive(worker: Worker, stopping: asyncio.Event) -> None:
     while True:
         assert worker.process is not None
         code = await worker.process.wait()
+        worker_gone(worker.env, worker.process.pid)
         if stopping.is_set():
             return
         log.error("worker %d exited with %d; restarting in %gs", worker.index, code, backoff)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import string
 import threading
@@ -311,3 +312,46 @@ def test_json_access_lines_for_every_request(
     assert left["status"] is None and left["path"] == "/v1/chat/completions"
     assert "sk-mock-key-00000001" not in gateway.stderr()
 
+
+def test_a_scrape_covers_every_worker(
+    start_gateway: GatewayFactory, upstream: MockUpstream
+) -> None:
+    gateway = start_gateway(table(upstream), "--workers", "2")
+    served_by: dict[int, int] = {}
+    for _ in range(40):  # fresh connections, so the kernel spreads them over both workers
+        with httpx.Client(base_url=gateway.url, timeout=10) as http:
+            pid = http.get("/health").json()["pid"]  # the same connection, the same worker
+            assert chat(http, "m").status_code == 200
+            served_by[pid] = served_by.get(pid, 0) + 1
+    assert len(served_by) == 2, served_by
+
+    answered_by = set()
+    for _ in range(20):
+        with httpx.Client(base_url=gateway.url, timeout=10) as http:
+            answered_by.add(http.get("/health").json()["pid"])
+            samples = scrape(http)
+        assert samples["mini_llm_requests_total"] == {
+            req("chat_completions", "m", "mock", "200"): 40
+        }
+        assert (
+            samples["mini_llm_tokens_total"][L(provider="mock", model="gpt-x", type="input")] == 120
+        )
+        assert samples["mini_llm_upstream_tries_total"] == {L(provider="mock", outcome="ok"): 40}
+        assert samples["mini_llm_in_flight_requests"] == {(): 0}
+        assert samples["mini_llm_config_generation"] == {(): 1}
+        assert samples["mini_llm_key_resting"][L(provider="mock", key="sk-…0001")] == 0
+    assert answered_by == set(served_by)
+
+    # A worker that dies: its counts stay, it no longer counts as in flight.
+    victim = min(served_by)
+    os.kill(victim, 9)
+    assert gateway.wait_stderr("exited with -9; restarting")
+
+    def replaced() -> bool:
+        with httpx.Client(base_url=gateway.url, timeout=10) as http:
+            return http.get("/health").json()["pid"] not in served_by
+
+    wait_for(replaced, timeout=8)
+    samples = scrape(gateway.url)
+    assert samples["mini_llm_requests_total"] == {req("chat_completions", "m", "mock", "200"): 40}
+    assert samples["mini_llm_in_flight_requests"] == {(): 0}
