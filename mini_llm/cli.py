@@ -1,4 +1,4 @@
-"""The mini-llm command: serve, check-config, route. Parses flags, calls the library."""
+"""The mini-llm command: serve, check-config, route, top. Parses flags, calls the library."""
 
 from __future__ import annotations
 
@@ -72,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
         help="request path to build the URL for (default: /v1/chat/completions)",
     )
     route.add_argument("--json", action="store_true", help="print the facts as one JSON document")
+
+    top = commands.add_parser("top", help="a live view of a running gateway (/metrics, /health)")
+    top.add_argument(
+        "--url", help="the gateway (default: $MINI_LLM_URL, else http://127.0.0.1:3333)"
+    )
+    top.add_argument(
+        "--once", action="store_true", help="print one frame and exit (as when not a terminal)"
+    )
+    top.add_argument(
+        "--interval", type=_seconds, default=1.0, metavar="S", help="seconds between looks (1)"
+    )
     return parser
 
 
@@ -82,6 +93,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not 0 < value < 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and less than 3600, not {value}")
     return value
 
 
@@ -149,6 +170,10 @@ def _console() -> Console:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "top":
+        from .top import run
+
+        return run(args.url, once=args.once, interval=args.interval)
     if args.command == "serve":  # before prometheus_client is imported, which reads it
         drop_inherited(os.environ, worker=os.environ.get(WORKER_VARIABLE) == "1")
     if args.command in ("check-config", "route"):
