@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .access import log_request
+from .accesslog import log_request
 from .intake import request_id_of
 from .metrics import Metrics, api_label
 from .proxy import STARTED, Served

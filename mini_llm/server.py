@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import access
+from . import accesslog
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
 from .observe import METRICS
@@ -43,7 +43,7 @@ def configure_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     root.propagate = False
-    access.configure(sys.stderr)
+    accesslog.configure(sys.stderr)
 
 
 def apply_flags(
