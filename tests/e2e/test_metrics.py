@@ -355,3 +355,16 @@ def test_a_scrape_covers_every_worker(
     samples = scrape(gateway.url)
     assert samples["mini_llm_requests_total"] == {req("chat_completions", "m", "mock", "200"): 40}
     assert samples["mini_llm_in_flight_requests"] == {(): 0}
+
+
+def test_a_parents_multiprocess_folder_is_left_alone(
+    start_gateway: GatewayFactory, upstream: MockUpstream, tmp_path: Path
+) -> None:
+    folder = tmp_path / "parent-metrics"
+    folder.mkdir()
+    gateway = start_gateway(table(upstream), env={"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        assert chat(http, "m").status_code == 200
+    samples = scrape(gateway.url)
+    assert samples["mini_llm_requests_total"] == {req("chat_completions", "m", "mock", "200"): 1}
+    assert list(folder.iterdir()) == []
