@@ -6,20 +6,22 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
 from . import __version__
+from .access import Client
 from .config import Config
-from .errors import ProxyError, error_response
+from .front import InFlight, add_cors_headers, client_of, make_guard, safety_net
 from .intake import request_id_of
 from .masking import mask
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
-from .proxy import Served, handle
+from .proxy import REPLAYS, Served, handle
 from .routing import compile_routes
+from .signing import Replays
 
 log = logging.getLogger("mini_llm")
 access_log = logging.getLogger("mini_llm.access")
@@ -123,18 +125,18 @@ async def models(request: web.Request) -> web.Response:
 
 async def routed(request: web.Request) -> web.StreamResponse:
     snapshot = request.app[STATE].current  # this request's table, whatever reloads happen
-    server = snapshot.config.server
     request_id = request_id_of(request)
-    if not server.log_requests:
-        response, _ = await handle(request, request_id, snapshot, server.max_body_bytes)
+    client = client_of(request)
+    if not snapshot.config.server.log_requests:
+        response, _ = await handle(request, request_id, snapshot, client)
         return response
     started = time.monotonic()
     try:
-        response, served = await handle(request, request_id, snapshot, server.max_body_bytes)
+        response, served = await handle(request, request_id, snapshot, client)
     except asyncio.CancelledError:
-        _log_access(request, request_id, None, started, Served(), cancelled=True)
+        _log_access(request, request_id, None, started, Served(), client, cancelled=True)
         raise
-    _log_access(request, request_id, response.status, started, served)
+    _log_access(request, request_id, response.status, started, served, client)
     return response
 
 
@@ -144,51 +146,33 @@ def _log_access(
     status: int | None,
     started: float,
     served: Served,
+    client: Client | None,
     *,
     cancelled: bool = False,
 ) -> None:
     access_log.info(
-        "%s %s %s %.1fms route=%s key=%s tries=%d id=%s%s",
+        "%s %s %s %.1fms route=%s key=%s client=%s tries=%d id=%s%s",
         request.method,
         request.path,
         status if status is not None else "-",
         (time.monotonic() - started) * 1000,
         served.route,
         mask(served.key) if served.key else "-",
+        client.name if client is not None else "-",
         served.tries,
         request_id,
         " cancelled" if cancelled else "",
     )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def safety_net(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer in the client's error shape: no route (404), and an unexpected error (500,
-    logged with its traceback). The process keeps serving."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status not in (404, 405):
-            raise
-        err = ProxyError(404, "not_found", f"no route for {request.method} {request.path}")
-        return error_response(request.path, request_id_of(request), "-", err)
-    except Exception:
-        request_id = request_id_of(request)
-        log.exception(
-            "internal error serving %s %s (id %s)", request.method, request.path, request_id
-        )
-        err = ProxyError(500, "internal_error", "the gateway failed to serve this request")
-        return error_response(request.path, request_id, "-", err)
-
-
 def create_app(config: Config) -> web.Application:
     """The gateway application; its ClientSessions live and die with it (cleanup_ctx)."""
-    app = web.Application(middlewares=[safety_net])
     state = State(config)
+    in_flight = InFlight()
+    app = web.Application(middlewares=[safety_net, make_guard(lambda: state.current, in_flight)])
     app[STATE] = state
+    app[REPLAYS] = Replays()
+    app.on_response_prepare.append(add_cors_headers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.install(state.config)

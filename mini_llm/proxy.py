@@ -25,14 +25,17 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .access import Client
 from .config import Retry
 from .errors import ProxyError, error_response, map_upstream_errors
-from .intake import model_of, read_body
+from .form import form_model, is_form, replace_value
+from .intake import check_model, model_of, read_body
 from .keys import AFTER_PAUSE, NEXT_KEY, outcome_of
 from .masking import mask
 from .pools import ProviderRuntime, Snapshot
 from .relay import relay
 from .routing import ModelNotFound, Route
+from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Replays, verify
 from .upstream import body_for
 
 
@@ -71,7 +74,17 @@ class Attempt:
 class Call:
     """One routed request on the table it started with."""
 
-    __slots__ = ("body", "doc", "request", "request_id", "route", "sent", "snapshot", "tail")
+    __slots__ = (
+        "body",
+        "doc",
+        "form_span",
+        "request",
+        "request_id",
+        "route",
+        "sent",
+        "snapshot",
+        "tail",
+    )
 
     def __init__(
         self,
@@ -81,6 +94,7 @@ class Call:
         body: bytes,
         doc: dict[str, Any],
         route: Route,
+        form_span: tuple[int, int] | None = None,
     ) -> None:
         self.request = request
         self.request_id = request_id
@@ -88,6 +102,7 @@ class Call:
         self.body = body
         self.doc = doc
         self.route = route
+        self.form_span = form_span  # where the model is in a multipart body
         self.tail = request.rel_url.raw_path[3:]  # after "/v1", still percent-encoded
         self.sent = 0  # upstream requests made so far
 
@@ -120,7 +135,10 @@ class Call:
         """Tries on one target: each with a key that is not resting, pauses after failures."""
         provider = runtime.provider
         needs_key = provider.auth.needs_key
-        body = body_for(self.body, self.doc, self.route.model, model)
+        if self.form_span is not None and model != self.route.model:
+            body = replace_value(self.body, self.form_span, model)
+        else:
+            body = body_for(self.body, self.doc, self.route.model, model)
         waits = pauses(provider.retry)
         tries_left = provider.retry.attempts + 1
         held: Attempt | None = None  # a failed answer, given if no try does better
@@ -209,20 +227,38 @@ def pauses(retry: Retry) -> Iterator[float]:
 
 
 async def handle(
-    request: web.Request, request_id: str, snapshot: Snapshot, max_body: int
+    request: web.Request, request_id: str, snapshot: Snapshot, client: Client | None
 ) -> tuple[web.StreamResponse, Served]:
     """Serve one routed POST on the table it started with; the answer and what gave it."""
     path = request.path
+    server = snapshot.config.server
     try:
-        body = await read_body(request, max_body)
-        model, doc = model_of(body)
+        body = await read_body(request, server.max_body_bytes, server.client_timeout_s)
+        if snapshot.access.hmac_secret:
+            _check_signature(request, body, snapshot.access.hmac_secret, request.app)
+        form_span = None
+        if is_form(request.content_type):
+            model, form_span = form_model(body, request.headers.get("Content-Type", ""))
+            check_model(model)
+            doc: dict[str, Any] = {}
+        else:
+            model, doc = model_of(body)
         try:
             route = snapshot.table.resolve(model)
         except ModelNotFound as exc:
             raise ProxyError(404, "model_not_found", str(exc)) from None
+        if client is not None and client.via != "x-mini-llm-key":
+            _check_passthrough(snapshot, route)
     except ProxyError as err:
-        return error_response(path, request_id, "-", err), Served()
-    call = Call(request, request_id, snapshot, body, doc, route)
+        refused = error_response(path, request_id, "-", err)
+        if err.status == 408:  # the rest of the body is not waited for: answer and hang up
+            refused.force_close()
+            await refused.prepare(request)
+            await refused.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+        return refused, Served()
+    call = Call(request, request_id, snapshot, body, doc, route, form_span)
     with ExitStack() as stack:  # the pools in use until the answer is relayed
         attempt = await call.forward(stack)
         served = attempt.served
@@ -236,3 +272,40 @@ async def handle(
         except ProxyError as err:
             return error_response(path, request_id, served.route, err), served
         return response, served
+
+
+REPLAYS = web.AppKey("replays", Replays)
+
+
+def _check_signature(request: web.Request, body: bytes, secret: str, app: web.Application) -> None:
+    headers = request.headers
+    problem = verify(
+        secret,
+        request.method,
+        request.rel_url.raw_path,
+        body,
+        headers.get(TIMESTAMP_HEADER),
+        headers.get(SIGNATURE_HEADER),
+        app[REPLAYS],
+    )
+    if problem is not None:
+        raise ProxyError(401, problem, _SIGNATURE_MESSAGES[problem])
+
+
+_SIGNATURE_MESSAGES = {
+    "signature_required": "requests must be signed: send x-timestamp and x-signature",
+    "signature_expired": "x-timestamp is more than 300 s away from the gateway's clock",
+    "invalid_signature": "x-signature does not match the request",
+    "replayed_request": "this signature was already used: sign every request anew",
+}
+
+
+def _check_passthrough(snapshot: Snapshot, route: Route) -> None:
+    providers = snapshot.table.providers
+    if any(providers[t.provider].auth.style == "passthrough" for t in route.targets):
+        raise ProxyError(
+            401,
+            "authentication_error",
+            "this model passes your own Authorization / x-api-key to the provider: "
+            "send the gateway key in x-mini-llm-key",
+        )
