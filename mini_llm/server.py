@@ -169,6 +169,8 @@ async def _run(
         handler_cancellation=True,  # a client that leaves cancels its upstream request
         access_log=None,
         shutdown_timeout=config.server.shutdown_grace_s,
+        # Also closes a connection whose headers never complete (set at start-up only).
+        keepalive_timeout=config.server.client_timeout_s,
     )
     await runner.setup()
     site = web.SockSite(runner, sock)

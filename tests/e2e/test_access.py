@@ -354,6 +354,17 @@ def test_a_body_that_never_completes_gets_408_and_the_connection_closes(
     assert upstream.requests == []
 
 
+def test_headers_that_never_complete_are_cut_off(
+    start_gateway: GatewayFactory, upstream: MockUpstream
+) -> None:
+    gateway = start_gateway(table(upstream, "  client_timeout_s: 0.5"))
+    with socket.create_connection(("127.0.0.1", port_of(gateway)), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # closed, quietly
+    assert 0.4 <= time.monotonic() - started < 3
+
+
 def test_over_max_concurrency_gets_503_at_once(
     start_gateway: GatewayFactory, upstream: MockUpstream
 ) -> None:
