@@ -9,6 +9,8 @@ import pytest
 from mini_llm.config import load_config
 from mini_llm.source import ConfigError
 
+from ..helpers import REPO
+
 
 def write(tmp_path: Path, providers: str) -> Path:
     path = tmp_path / "t.yaml"
@@ -47,3 +49,10 @@ def test_bad_translation_settings_are_located(tmp_path: Path, spec: str, where: 
     with pytest.raises(ConfigError) as caught:
         load_config(path, {})
     assert [p.pointer for p in caught.value.problems] == [where]
+
+
+def test_default_table_declares_every_provider_format() -> None:
+    config = load_config(REPO / "mini-llm.yaml", {})
+    formats = {name: p.format for name, p in config.providers.items()}
+    assert formats.pop("anthropic") == "anthropic"
+    assert set(formats.values()) == {"openai"}
