@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from .answers import to_anthropic_answer, to_openai_answer
 from .anthropic_request import to_anthropic_request
 from .base import FORMATS, JSON, Carry, Format, TranslationError
 from .endpoints import (
@@ -16,6 +19,7 @@ from .endpoints import (
     request_headers,
     translated_path,
 )
+from .errors import translate_error
 from .openai_request import to_openai_request
 
 __all__ = [
@@ -31,6 +35,8 @@ __all__ = [
     "needs_translation",
     "path_format",
     "request_headers",
+    "translate_answer",
+    "translate_error",
     "translate_request",
     "translated_path",
 ]
@@ -54,3 +60,13 @@ def translate_request(
         return to_anthropic_request(doc, carry, default_max_tokens), carry.dropped
     return to_openai_request(doc, carry), carry.dropped
 
+
+def translate_answer(
+    body: JSON, *, to: Format, client_model: str, created: int | None = None
+) -> JSON:
+    """A complete (non-streamed, successful) answer in the client's format ``to``."""
+    if to == "openai":
+        return to_openai_answer(
+            body, client_model, int(time.time()) if created is None else created
+        )
+    return to_anthropic_answer(body, client_model)
