@@ -71,7 +71,10 @@ def to_anthropic_request(doc: JSON, carry: Carry, default_max_tokens: int) -> JS
         carry.unsupported("safety_identifier", "cannot be sent beside a different `user`")
     if user is not None or safety is not None:
         out["metadata"] = {"user_id": user if user is not None else safety}
-    tools = [_tool(t, f"tools[{i}]", carry) for i, t in enumerate(doc.get("tools") or [])]
+    tools = [
+        _tool(t, f"tools[{i}]", carry)
+        for i, t in enumerate(as_list(doc.get("tools") or [], "tools"))
+    ]
     if tools:
         out["tools"] = [t for t in tools if t is not None]
     choice = _tool_choice(doc.get("tool_choice"), doc.get("parallel_tool_calls"), carry)

@@ -48,11 +48,17 @@ def to_openai_request(doc: JSON, carry: Carry) -> JSON:
             carry.unsupported(f"metadata.{key}")
         elif value is not None:
             out["user"] = value
-    tools = [_tool(t, f"tools[{i}]", carry) for i, t in enumerate(doc.get("tools") or [])]
+    tools = [
+        _tool(t, f"tools[{i}]", carry)
+        for i, t in enumerate(as_list(doc.get("tools") or [], "tools"))
+    ]
     if tools:
         out["tools"] = [t for t in tools if t is not None]
-    if doc.get("tool_choice") is not None and out.get("tools"):
-        out.update(_tool_choice(as_dict(doc["tool_choice"], "tool_choice"), carry))
+    choice = doc.get("tool_choice")
+    if choice is not None and out.get("tools"):
+        out.update(_tool_choice(as_dict(choice, "tool_choice"), carry))
+    elif isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        raise malformed("tool_choice", "asks for a tool call but the request has no tools")
     return out
 
 

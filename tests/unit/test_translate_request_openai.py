@@ -309,6 +309,13 @@ def test_neutral_values_need_no_counterpart() -> None:
     assert set(out) == {"model", "messages", "max_completion_tokens"}
 
 
+def test_tool_choice_without_tools() -> None:
+    assert "tool_choice" not in to_openai(req(USER, tool_choice={"type": "auto"}))
+    with pytest.raises(TranslationError) as caught:
+        translate_request(req(USER, tool_choice={"type": "any"}), to="openai")
+    assert caught.value.field == "tool_choice" and not caught.value.droppable
+
+
 def test_a_malformed_role_is_refused() -> None:
     with pytest.raises(TranslationError) as caught:
         translate_request(
