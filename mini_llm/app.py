@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -12,12 +13,15 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
+from .access import Client
 from .config import Config
-from .errors import ProxyError
+from .front import InFlight, add_cors_headers, client_of, make_guard, safety_net
+from .intake import request_id_of
 from .masking import mask
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
-from .proxy import Exchange, error_response, handle, request_id_of
+from .proxy import REPLAYS, Served, handle
 from .routing import compile_routes
+from .signing import Replays
 
 log = logging.getLogger("mini_llm")
 access_log = logging.getLogger("mini_llm.access")
@@ -27,11 +31,16 @@ class State:
     """The live routing table. Swapped by one assignment; requests keep the one they began with."""
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        self._initial = config  # served once the app starts
         self.snapshot: Snapshot | None = None
         self.last_error: str | None = None
         # Every pool ever handed out and not yet closed, so shutdown closes retired ones too.
         self._connections: set[Connections] = set()
+
+    @property
+    def config(self) -> Config:
+        """The settings in service: those of the current snapshot."""
+        return self._initial if self.snapshot is None else self.snapshot.config
 
     @property
     def current(self) -> Snapshot:
@@ -42,7 +51,6 @@ class State:
         """Compile a table and make it current; warm pools of unchanged providers are kept."""
         previous = self.snapshot
         snapshot = build_snapshot(compile_routes(config), previous)
-        self.config = config
         self.snapshot = snapshot  # the one atomic swap
         self.last_error = None
         if previous is not None:
@@ -116,35 +124,55 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def routed(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    snapshot = state.current  # this request's table, whatever reloads happen meanwhile
-    exchange = Exchange(request, request_id_of(request))
+    snapshot = request.app[STATE].current  # this request's table, whatever reloads happen
+    request_id = request_id_of(request)
+    client = client_of(request)
+    if not snapshot.config.server.log_requests:
+        response, _ = await handle(request, request_id, snapshot, client)
+        return response
     started = time.monotonic()
-    response = await handle(request, snapshot, state.config.server.max_body_bytes, exchange)
-    if state.config.server.log_requests:
-        access_log.info(
-            "%s %s %d %.1fms route=%s key=%s id=%s",
-            request.method,
-            request.path,
-            response.status,
-            (time.monotonic() - started) * 1000,
-            exchange.route_header,
-            mask(exchange.key) if exchange.key else "-",
-            exchange.request_id,
-        )
+    try:
+        response, served = await handle(request, request_id, snapshot, client)
+    except asyncio.CancelledError:
+        _log_access(request, request_id, None, started, Served(), client, cancelled=True)
+        raise
+    _log_access(request, request_id, response.status, started, served, client)
     return response
 
 
-async def not_found(request: web.Request) -> web.Response:
-    err = ProxyError(404, "not_found", f"no route for {request.method} {request.path}")
-    return error_response(request.path, request_id_of(request), "-", err)
+def _log_access(
+    request: web.Request,
+    request_id: str,
+    status: int | None,
+    started: float,
+    served: Served,
+    client: Client | None,
+    *,
+    cancelled: bool = False,
+) -> None:
+    access_log.info(
+        "%s %s %s %.1fms route=%s key=%s client=%s tries=%d id=%s%s",
+        request.method,
+        request.path,
+        status if status is not None else "-",
+        (time.monotonic() - started) * 1000,
+        served.route,
+        mask(served.key) if served.key else "-",
+        client.name if client is not None else "-",
+        served.tries,
+        request_id,
+        " cancelled" if cancelled else "",
+    )
 
 
 def create_app(config: Config) -> web.Application:
     """The gateway application; its ClientSessions live and die with it (cleanup_ctx)."""
-    app = web.Application()
     state = State(config)
+    in_flight = InFlight()
+    app = web.Application(middlewares=[safety_net, make_guard(lambda: state.current, in_flight)])
     app[STATE] = state
+    app[REPLAYS] = Replays()
+    app.on_response_prepare.append(add_cors_headers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.install(state.config)
@@ -155,5 +183,4 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/{tail:.+}", routed)
-    app.router.add_route("*", "/{tail:.*}", not_found)
     return app

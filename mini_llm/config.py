@@ -95,6 +95,27 @@ class Provider:
 
 
 @dataclass(frozen=True)
+class GatewayKey:
+    """A key clients send to use the gateway; only its name is ever shown."""
+
+    name: str
+    key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class GatewayAuth:
+    keys: tuple[GatewayKey, ...] = ()
+    hmac_secret: str = field(default="", repr=False)
+    allow_anonymous: bool = False
+
+    def __repr__(self) -> str:
+        names = ", ".join(k.name for k in self.keys)
+        signing = "on" if self.hmac_secret else "off"
+        anonymous = self.allow_anonymous
+        return f"GatewayAuth(keys=[{names}], signing={signing}, allow_anonymous={anonymous})"
+
+
+@dataclass(frozen=True)
 class Server:
     host: str = "127.0.0.1"
     port: int = 3333
@@ -103,6 +124,11 @@ class Server:
     shutdown_grace_s: float = 30.0
     log_requests: bool = False
     reload: bool = True
+    auth: GatewayAuth = GatewayAuth()
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    client_timeout_s: float = 60.0
+    max_concurrency: int = 1024
 
 
 @dataclass(frozen=True)
@@ -261,7 +287,7 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
     for alias, raw_target in mapping(routes.get("aliases")).items():
         items = raw_target if isinstance(raw_target, list) else [raw_target]
         aliases[alias] = tuple(Target(*t.split(":", 1)) for t in items)
-    server = _section(Server, Server(), data.get("server"))
+    server = _server(mapping(data.get("server")))
     # Only the variables that were actually set (an override's own name always is).
     environment = {
         pointer(loc): used
@@ -279,6 +305,37 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
         ),
         environment=MappingProxyType(environment),
     )
+
+
+def _server(spec: dict[str, Any]) -> Server:
+    auth = mapping(spec.get("auth"))
+    plain = {k: v for k, v in spec.items() if k not in ("auth", "allowed_origins", "allowed_hosts")}
+    server: Server = _section(
+        Server,
+        Server(),
+        plain,
+        {
+            "auth": GatewayAuth(
+                keys=_gateway_keys(auth.get("keys")),
+                hmac_secret=str(auth.get("hmac_secret") or ""),
+                allow_anonymous=bool(auth.get("allow_anonymous", False)),
+            ),
+            "allowed_origins": tuple(o.rstrip("/") for o in spec.get("allowed_origins") or ()),
+            "allowed_hosts": tuple(h.lower() for h in spec.get("allowed_hosts") or ()),
+        },
+    )
+    return server
+
+
+def _gateway_keys(value: Any) -> tuple[GatewayKey, ...]:
+    items = value.split(",") if isinstance(value, str) else (value or [])
+    keys: list[GatewayKey] = []
+    for item in items:
+        if isinstance(item, str) and item.strip():
+            keys.append(GatewayKey(f"key-{len(keys) + 1}", item.strip()))
+        elif isinstance(item, dict) and str(item.get("key") or "").strip():
+            keys.append(GatewayKey(str(item["name"]), str(item["key"]).strip()))
+    return tuple(keys)
 
 
 def _variables_hint(doc: Document, location: Location) -> str:

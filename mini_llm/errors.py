@@ -9,12 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import aiohttp
+from aiohttp import web
 
 log = logging.getLogger("mini_llm")
 
 # OpenAI error `type` and Anthropic error `type` per status.
 _OPENAI_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    408: "timeout_error",
     404: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
@@ -24,6 +28,9 @@ _OPENAI_TYPES = {
 }
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    408: "timeout_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
@@ -100,3 +107,13 @@ def _mapped(provider: str, exc: BaseException) -> ProxyError:
         return ProxyError(502, "upstream_unreachable", message, retryable=True)
     message = f"provider `{provider}` closed the connection without an answer"
     return ProxyError(502, "upstream_error", message, retryable=True)
+
+
+def error_response(path: str, request_id: str, route: str, err: ProxyError) -> web.Response:
+    headers = {"x-request-id": request_id, "x-mini-llm-route": route, **err.headers}
+    return web.Response(
+        status=err.status,
+        body=error_body(path, err.status, err.code, err.message),
+        content_type="application/json",
+        headers=headers,
+    )

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from .config import Pool, Provider
-from .keys import MemoryKeyStore
+from .access import Access
+from .config import Config, Pool, Provider
+from .keys import KeyStore, MemoryKeyStore
 from .routing import RoutingTable
 from .upstream import Upstream
 
@@ -42,10 +44,16 @@ class Connections:
         self.retired = False
         self._closing: asyncio.Task[None] | None = None
 
-    def release(self) -> None:
-        self.active -= 1
-        if self.retired and self.active == 0:
-            self._close_soon()
+    @contextmanager
+    def in_use(self) -> Iterator[aiohttp.ClientSession]:
+        """The session, counted as in use: a pool retired by a reload closes after its last user."""
+        self.active += 1
+        try:
+            yield self.session
+        finally:
+            self.active -= 1
+            if self.retired and self.active == 0:
+                self._close_soon()
 
     def retire(self) -> None:
         """No new requests will come; close after the last in-flight one ends."""
@@ -72,7 +80,7 @@ class ProviderRuntime:
     provider: Provider
     upstream: Upstream
     connections: Connections
-    keys: MemoryKeyStore
+    keys: KeyStore
     timeout: aiohttp.ClientTimeout
 
 
@@ -90,6 +98,11 @@ class Snapshot:
     runtimes: Mapping[str, ProviderRuntime]
     generation: int
     loaded_at: float
+    access: Access
+
+    @property
+    def config(self) -> Config:
+        return self.table.config
 
 
 def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
@@ -107,7 +120,7 @@ def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
         if before is not None and before.keys.keys == provider.keys:
             keys = before.keys
         else:
-            keys = MemoryKeyStore(provider.keys)
+            keys = MemoryKeyStore(provider.keys, provider=name)
             if before is not None:
                 keys.adopt(before.keys)
         timeouts = provider.timeouts
@@ -121,7 +134,8 @@ def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
             ),
         )
     generation = previous.generation + 1 if previous is not None else 1
-    return Snapshot(table, runtimes, generation, time.time())
+    access = Access(table.config.server)
+    return Snapshot(table, runtimes, generation, time.time(), access)
 
 
 def retire_unused(previous: Snapshot, current: Snapshot) -> None:

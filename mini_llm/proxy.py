@@ -1,387 +1,224 @@
-"""Forward one request: read, resolve, try keys and targets, stream the answer back."""
+"""Forward one routed request, in layers that each have one job.
+
+    handle          intake: body, model, route; the client's error shape for our own answers
+    └ forward       walk the route's targets; the last usable target's outcome decides
+      └ tries       tries on one target: a key per try, cooldowns (keys.py), backoff
+        └ send      one upstream request; aiohttp failures mapped to 502/504 (errors.py)
+    relay           the chosen answer back to the client as it arrives (relay.py)
+
+Where later policies hook in, each at one layer: rate limits and the response cache in
+`handle` (before `forward`); balancing and circuit breakers in `forward` (the order and
+usability of targets); translation of requests in `send` and of answers in `relay`; token
+usage and time to first byte in `relay`; metrics read the `Served` that `handle` returns.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import math
-import os
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
+from .access import Client
 from .config import Retry
-from .errors import ProxyError, error_body, map_upstream_errors, stream_error_event
-from .keys import retry_after_seconds
+from .errors import ProxyError, error_response, map_upstream_errors
+from .form import form_model, is_form, replace_value
+from .intake import check_model, model_of, read_body
+from .keys import AFTER_PAUSE, NEXT_KEY, outcome_of
 from .masking import mask
 from .pools import ProviderRuntime, Snapshot
+from .relay import relay
 from .routing import ModelNotFound, Route
-from .upstream import HOP_BY_HOP
+from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Replays, verify
+from .upstream import body_for
 
-log = logging.getLogger("mini_llm")
 
-MAX_MODEL_CHARS = 256
-# Answers up to this size with a Content-Length are read whole and sent in one write.
-WHOLE_ANSWER_MAX_BYTES = 64 * 1024
-_RETRY_STATUSES = frozenset({500, 502, 503, 504})
-_AUTH_STATUSES = frozenset({401, 402, 403})
-_RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
-# How an upstream answer breaks off once its headers are in.
-_BROKEN_OFF = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
+@dataclass(frozen=True)
+class Served:
+    """What served a request: for the access log, metrics and the response headers."""
+
+    route: str = "-"  # PROVIDER:MODEL of the target that answered, as x-mini-llm-route
+    provider: str | None = None
+    key: str | None = field(default=None, repr=False)  # the key of the answer given
+    tries: int = 0
+
+    def __repr__(self) -> str:
+        key = mask(self.key) if self.key else None
+        return (
+            f"Served(route={self.route!r}, provider={self.provider!r}, key={key!r}, "
+            f"tries={self.tries})"
+        )
 
 
 @dataclass
-class Exchange:
-    """One client request as the proxy sees it."""
+class Attempt:
+    """What the tries on one target came to: an upstream answer to relay, or our own error."""
 
-    request: web.Request
-    request_id: str
-    route_header: str = "-"
-    key: str | None = None  # the last key tried, for the access log (masked there)
+    served: Served
+    answer: aiohttp.ClientResponse | None = None
+    error: ProxyError | None = None
+    # Whether the next target of a chain may do better (tries exhausted, no key, unreachable).
+    retryable: bool = False
 
-
-def request_id_of(request: web.Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given and len(given) <= 200 and given.isprintable():
-        return given
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a quarter of the cost
+    def discard(self) -> None:
+        if self.answer is not None:
+            self.answer.close()
 
 
-def error_response(path: str, request_id: str, route: str, err: ProxyError) -> web.Response:
-    headers = {"x-request-id": request_id, "x-mini-llm-route": route, **err.headers}
-    return web.Response(
-        status=err.status,
-        body=error_body(path, err.status, err.code, err.message),
-        content_type="application/json",
-        headers=headers,
+class Call:
+    """One routed request on the table it started with."""
+
+    __slots__ = (
+        "body",
+        "doc",
+        "form_span",
+        "request",
+        "request_id",
+        "route",
+        "sent",
+        "snapshot",
+        "tail",
     )
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes before and while reading."""
-    length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise _too_large(limit)
-        return await request.content.read()
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
-    return bytes(body)
-
-
-def _too_large(limit: int) -> ProxyError:
-    return ProxyError(
-        413, "request_too_large", f"request body is larger than the limit of {limit} bytes"
-    )
-
-
-def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
-    """The request's model name and its parsed document; 400 when either is unusable."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ProxyError(400, "invalid_json", "request body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ProxyError(400, "invalid_json", "request body must be a JSON object")
-    model = doc.get("model")
-    if model is None:
-        raise ProxyError(400, "missing_model", "request body has no `model`")
-    if not isinstance(model, str):
-        raise ProxyError(400, "invalid_model", "`model` must be a string")
-    if not model:
-        raise ProxyError(400, "invalid_model", "`model` must not be empty")
-    if len(model) > MAX_MODEL_CHARS:
-        raise ProxyError(
-            400, "invalid_model", f"`model` must be at most {MAX_MODEL_CHARS} characters"
-        )
-    return model, doc
-
-
-class Forwarder:
-    """Sends one routed request upstream, with the retry and fallback rules of SPEC §8."""
 
     def __init__(
-        self, exchange: Exchange, snapshot: Snapshot, body: bytes, doc: dict[str, Any], route: Route
+        self,
+        request: web.Request,
+        request_id: str,
+        snapshot: Snapshot,
+        body: bytes,
+        doc: dict[str, Any],
+        route: Route,
+        form_span: tuple[int, int] | None = None,
     ) -> None:
-        self.exchange = exchange
+        self.request = request
+        self.request_id = request_id
         self.snapshot = snapshot
         self.body = body
         self.doc = doc
         self.route = route
+        self.form_span = form_span  # where the model is in a multipart body
+        self.tail = request.rel_url.raw_path[3:]  # after "/v1", still percent-encoded
+        self.sent = 0  # upstream requests made so far
 
-    def body_for(self, model: str) -> bytes:
-        if model == self.route.model:
-            return self.body  # the client's bytes, untouched
-        spliced = splice_model(self.body, self.route.model, model)
-        if spliced is not None:
-            return spliced
-        doc = dict(self.doc)
-        doc["model"] = model
-        return json.dumps(doc, ensure_ascii=False).encode()
-
-    async def forward(self) -> web.StreamResponse:
-        last_error: ProxyError | None = None
-        for position, target in enumerate(self.route.targets):
-            self.exchange.route_header = str(target)
-            more = position + 1 < len(self.route.targets)
-            runtime = self.snapshot.runtimes.get(target.provider)
-            provider = self.snapshot.table.providers[target.provider]
-            if runtime is None or not provider.enabled:
-                last_error = ProxyError(
-                    503,
-                    "provider_disabled",
-                    f"{provider.disabled_reason}; requests routed to it cannot be served",
-                    retryable=True,
-                )
-                continue
-            try:
-                return await self._try_target(runtime, target.model, final=not more)
-            except ProxyError as err:
-                if not (err.retryable and more):
-                    raise
-                last_error = err
-        assert last_error is not None
-        raise last_error
-
-    async def _try_target(
-        self, runtime: ProviderRuntime, model: str, *, final: bool
-    ) -> web.StreamResponse:
-        # Counted while in use, so a pool retired by a reload closes only after we finish.
-        runtime.connections.active += 1
+    async def forward(self, stack: ExitStack) -> Attempt:
+        """Walk the targets in order until one gives an answer no later target could better."""
+        last: Attempt | None = None
         try:
-            return await self._tries(runtime, model, final=final)
-        finally:
-            runtime.connections.release()
+            for target in self.route.targets:
+                runtime = self.snapshot.runtimes.get(target.provider)
+                provider = self.snapshot.table.providers[target.provider]
+                if runtime is None or not provider.enabled:
+                    if last is None:  # an unusable target never hides what a usable one said
+                        last = _disabled(str(target), provider.disabled_reason)
+                    continue
+                stack.enter_context(runtime.connections.in_use())
+                attempt = await self.tries(runtime, str(target), target.model)
+                if last is not None:
+                    last.discard()
+                last = attempt
+                if not attempt.retryable:
+                    break
+        except BaseException:
+            if last is not None:
+                last.discard()
+            raise
+        assert last is not None, "a route has at least one target"
+        return last
 
-    async def _tries(
-        self, runtime: ProviderRuntime, model: str, *, final: bool
-    ) -> web.StreamResponse:
+    async def tries(self, runtime: ProviderRuntime, route: str, model: str) -> Attempt:
+        """Tries on one target: each with a key that is not resting, pauses after failures."""
         provider = runtime.provider
-        retry = provider.retry
-        body = self.body_for(model)
-        request = self.exchange.request
-        tail = request.rel_url.raw_path[3:]  # after "/v1", still percent-encoded
-        query = request.rel_url.raw_query_string
-        pauses = _pauses(retry)
-        tries_left = retry.attempts + 1
-        last: aiohttp.ClientResponse | None = None
+        needs_key = provider.auth.needs_key
+        if self.form_span is not None and model != self.route.model:
+            body = replace_value(self.body, self.form_span, model)
+        else:
+            body = body_for(self.body, self.doc, self.route.model, model)
+        waits = pauses(provider.retry)
+        tries_left = provider.retry.attempts + 1
+        held: Attempt | None = None  # a failed answer, given if no try does better
         try:
             while True:
-                key = runtime.keys.acquire() if provider.auth.needs_key else None
-                self.exchange.key = key
-                if provider.auth.needs_key and key is None:
-                    if last is not None and final:
-                        return await self._stream(runtime, last)  # the upstream's own answer
-                    if last is not None:
-                        last.close()
-                    raise self._all_resting(runtime)
-                if last is not None:
-                    last.close()
-                    last = None
+                key = runtime.keys.acquire() if needs_key else None
+                if needs_key and key is None:
+                    if held is not None:
+                        attempt, held = held, None
+                        return attempt
+                    error = _all_resting(runtime)
+                    return Attempt(Served(route, provider.name, None, self.sent), None, error, True)
+                if held is not None:
+                    held.discard()
+                    held = None
                 tries_left -= 1
+                self.sent += 1
+                served = Served(route, provider.name, key, self.sent)
                 try:
-                    with map_upstream_errors(provider.name):
-                        response = await runtime.connections.session.request(
-                            request.method,
-                            runtime.upstream.url(tail, query, key),
-                            data=body,
-                            headers=runtime.upstream.headers(request.headers.items(), key),
-                            timeout=runtime.timeout,
-                            allow_redirects=False,
-                        )
+                    answer = await self.send(runtime, body, key)
                 except ProxyError as err:
                     if not err.retryable or tries_left <= 0:
-                        raise
-                    await asyncio.sleep(next(pauses))
+                        return Attempt(served, None, err, err.retryable)
+                    await asyncio.sleep(next(waits))
                     continue
-                status = response.status
-                if not _retryable(runtime, key, response):
-                    return await self._stream(runtime, response)
-                if tries_left <= 0:
-                    if final:
-                        return await self._stream(runtime, response)
-                    response.close()
-                    raise ProxyError(
-                        status,
-                        "upstream_failed",
-                        f"provider `{provider.name}` answered {status}",
-                        retryable=True,
+                if key is None:  # no key of ours to rest or rotate: 429 and 401 are answers
+                    outcome = outcome_of(answer.status)
+                    if outcome in NEXT_KEY:
+                        return Attempt(served, answer)
+                else:
+                    outcome = runtime.keys.report(
+                        key, answer.status, answer.headers, provider.cooldown
                     )
-                last = response
-                if status in _RETRY_STATUSES:  # a resting key is retried at once, with the next
-                    await asyncio.sleep(next(pauses))
+                if outcome not in NEXT_KEY and outcome not in AFTER_PAUSE:
+                    return Attempt(served, answer)
+                if tries_left <= 0:
+                    return Attempt(served, answer, None, True)
+                held = Attempt(served, answer, None, True)
+                if outcome in AFTER_PAUSE:  # a resting key is retried at once, with the next
+                    await asyncio.sleep(next(waits))
         finally:
-            if last is not None:  # a failed answer we did not stream (e.g. cancelled)
-                last.close()
+            if held is not None:  # a failed answer we will not give (e.g. cancelled)
+                held.discard()
 
-    def _all_resting(self, runtime: ProviderRuntime) -> ProxyError:
-        wait = max(1, math.ceil(runtime.keys.seconds_until_available()))
-        return ProxyError(
-            429,
-            "all_keys_resting",
-            f"every key of provider `{runtime.provider.name}` is resting after upstream "
-            f"failures; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-            retryable=True,
-        )
-
-    async def _stream(
-        self, runtime: ProviderRuntime, upstream: aiohttp.ClientResponse
-    ) -> web.StreamResponse:
-        """Send status and headers at once, then every chunk as it arrives."""
-        headers = CIMultiDict[str]()
-        for name, value in upstream.headers.items():
-            if name.lower() not in _RESPONSE_DROP:
-                headers.add(name, value)
-        upstream_id = upstream.headers.get("x-request-id")
-        if upstream_id:
-            headers["x-upstream-request-id"] = upstream_id
-        headers["x-request-id"] = self.exchange.request_id
-        headers["x-mini-llm-route"] = self.exchange.route_header
-        event_stream = upstream.content_type == "text/event-stream"
-        if event_stream:
-            headers["Cache-Control"] = "no-cache"
-            headers["X-Accel-Buffering"] = "no"
-        length = upstream.content_length
-        if not event_stream and length is not None and length <= WHOLE_ANSWER_MAX_BYTES:
-            return await self._whole(runtime, upstream, headers)
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=headers
-        )
-        read = upstream.content.readany
-        tail = b"\n\n"
-        try:
-            await response.prepare(self.exchange.request)
-            while True:
-                try:
-                    chunk = await read()
-                except _BROKEN_OFF as exc:
-                    _log_broken_off(runtime, exc)
-                    await self._end_broken(response, event_stream, tail)
-                    return response
-                if not chunk:
-                    break
-                await response.write(chunk)
-                if event_stream:
-                    tail = chunk[-2:]
-            await response.write_eof()
-        except ConnectionResetError:
-            log.debug("client went away during the response")
-        finally:
-            upstream.close()
-        return response
-
-    async def _whole(
-        self, runtime: ProviderRuntime, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]
-    ) -> web.Response:
-        """A small, complete answer goes out in one write: status, headers and body together."""
-        try:
-            body = await upstream.read()
-        except _BROKEN_OFF as exc:
-            _log_broken_off(runtime, exc)
-            raise ProxyError(
-                502, "upstream_error", f"provider `{runtime.provider.name}` broke off its answer"
-            ) from None
-        finally:
-            upstream.close()  # after a full read the connection is already back in the pool
-        del headers["Content-Length"]
-        return web.Response(
-            status=upstream.status, reason=upstream.reason, headers=headers, body=body
-        )
-
-    async def _end_broken(
-        self, response: web.StreamResponse, event_stream: bool, tail: bytes
-    ) -> None:
-        request = self.exchange.request
-        if event_stream:
-            # Close any half-written event first, so the error event parses on its own.
-            prefix = b"" if tail.endswith(b"\n\n") else b"\n\n"
-            message = "the upstream stream broke off before it was complete"
-            await response.write(prefix + stream_error_event(request.path, message))
-            await response.write_eof()
-            return
-        # A body that is not an event stream cannot carry an error: cut the connection so the
-        # client sees a truncated answer instead of a clean, short one.
-        response.force_close()
-        if request.transport is not None:
-            request.transport.abort()
+    async def send(
+        self, runtime: ProviderRuntime, body: bytes, key: str | None
+    ) -> aiohttp.ClientResponse:
+        """One upstream request; its failures before an answer become 502 or 504."""
+        request = self.request
+        upstream = runtime.upstream
+        with map_upstream_errors(runtime.provider.name):
+            return await runtime.connections.session.request(
+                request.method,
+                upstream.url(self.tail, request.rel_url.raw_query_string, key),
+                data=body,
+                headers=upstream.headers(request.headers.items(), key),
+                timeout=runtime.timeout,
+                allow_redirects=False,
+            )
 
 
-_MODEL_KEY = b'"model"'
-_JSON_SPACE = b" \t\r\n"
+def _disabled(route: str, reason: str | None) -> Attempt:
+    message = f"{reason}; requests routed to it cannot be served"
+    error = ProxyError(503, "provider_disabled", message, retryable=True)
+    return Attempt(Served(route), None, error, retryable=True)
 
 
-def _json_string(value: str) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode()
-
-
-def splice_model(body: bytes, old: str, new: str) -> bytes | None:
-    """The client's body with only the model's value replaced, or None when unsure.
-
-    Sure means: `"model"` occurs once (so it is the top-level key, spelt without escapes, as
-    no `\\u` is anywhere) and is followed by `:` and exactly the JSON string of `old`.
-    Anything else falls back to re-encoding the parsed document.
-    """
-    at = body.find(_MODEL_KEY)
-    if at < 0 or body.find(_MODEL_KEY, at + 1) >= 0 or b"\\u" in body:
-        return None
-    pos = at + len(_MODEL_KEY)
-    end = len(body)
-    while pos < end and body[pos] in _JSON_SPACE:
-        pos += 1
-    if pos >= end or body[pos] != ord(":"):
-        return None
-    pos += 1
-    while pos < end and body[pos] in _JSON_SPACE:
-        pos += 1
-    old_json = _json_string(old)
-    if not body.startswith(old_json, pos):
-        return None
-    return body[:pos] + _json_string(new) + body[pos + len(old_json) :]
-
-
-def _retryable(runtime: ProviderRuntime, key: str | None, response: aiohttp.ClientResponse) -> bool:
-    """Whether an upstream status calls for another try (SPEC §8); rests the key if it must."""
-    status = response.status
-    if status != 429 and status not in _AUTH_STATUSES:
-        return status in _RETRY_STATUSES
-    if key is None:
-        return False  # no key of ours to rest or rotate (auth none or passthrough)
-    cooldown = runtime.provider.cooldown
-    if status == 429:
-        wait = retry_after_seconds(response.headers)
-        runtime.keys.rest(key, cooldown.rate_limited_s if wait is None else wait)
-    else:
-        log.warning(
-            "provider %s rejected key %s with %d; resting it for %g s",
-            runtime.provider.name,
-            mask(key),
-            status,
-            cooldown.auth_failed_s,
-        )
-        runtime.keys.rest(key, cooldown.auth_failed_s)
-    return True
-
-
-def _log_broken_off(runtime: ProviderRuntime, exc: BaseException) -> None:
-    log.warning(
-        "upstream %s failed mid-response: %s: %s",
-        runtime.provider.name,
-        type(exc).__name__,
-        exc,
+def _all_resting(runtime: ProviderRuntime) -> ProxyError:
+    wait = max(1, math.ceil(runtime.keys.seconds_until_available()))
+    return ProxyError(
+        429,
+        "all_keys_resting",
+        f"every key of provider `{runtime.provider.name}` is resting after upstream "
+        f"failures; retry in {wait} s",
+        headers={"Retry-After": str(wait)},
+        retryable=True,
     )
 
 
-def _pauses(retry: Retry) -> Iterator[float]:
+def pauses(retry: Retry) -> Iterator[float]:
     """Pauses before retries: from backoff_s, doubling, ±20% jitter, at most max_backoff_s."""
     pause = retry.backoff_s
     while True:
@@ -390,17 +227,85 @@ def _pauses(retry: Retry) -> Iterator[float]:
 
 
 async def handle(
-    request: web.Request, snapshot: Snapshot, max_body: int, exchange: Exchange
-) -> web.StreamResponse:
-    """Serve one routed POST on the table it started with."""
+    request: web.Request, request_id: str, snapshot: Snapshot, client: Client | None
+) -> tuple[web.StreamResponse, Served]:
+    """Serve one routed POST on the table it started with; the answer and what gave it."""
     path = request.path
+    server = snapshot.config.server
     try:
-        body = await read_body(request, max_body)
-        model, doc = model_of(body)
+        body = await read_body(request, server.max_body_bytes, server.client_timeout_s)
+        if snapshot.access.hmac_secret:
+            _check_signature(request, body, snapshot.access.hmac_secret, request.app)
+        form_span = None
+        if is_form(request.content_type):
+            model, form_span = form_model(body, request.headers.get("Content-Type", ""))
+            check_model(model)
+            doc: dict[str, Any] = {}
+        else:
+            model, doc = model_of(body)
         try:
             route = snapshot.table.resolve(model)
         except ModelNotFound as exc:
             raise ProxyError(404, "model_not_found", str(exc)) from None
-        return await Forwarder(exchange, snapshot, body, doc, route).forward()
+        if client is not None and client.via != "x-mini-llm-key":
+            _check_passthrough(snapshot, route)
     except ProxyError as err:
-        return error_response(path, exchange.request_id, exchange.route_header, err)
+        refused = error_response(path, request_id, "-", err)
+        if err.status == 408:  # the rest of the body is not waited for: answer and hang up
+            refused.force_close()
+            await refused.prepare(request)
+            await refused.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+        return refused, Served()
+    call = Call(request, request_id, snapshot, body, doc, route, form_span)
+    with ExitStack() as stack:  # the pools in use until the answer is relayed
+        attempt = await call.forward(stack)
+        served = attempt.served
+        if attempt.answer is None:
+            assert attempt.error is not None
+            return error_response(path, request_id, served.route, attempt.error), served
+        try:
+            response = await relay(
+                request, attempt.answer, served.provider or "-", request_id, served.route
+            )
+        except ProxyError as err:
+            return error_response(path, request_id, served.route, err), served
+        return response, served
+
+
+REPLAYS = web.AppKey("replays", Replays)
+
+
+def _check_signature(request: web.Request, body: bytes, secret: str, app: web.Application) -> None:
+    headers = request.headers
+    problem = verify(
+        secret,
+        request.method,
+        request.rel_url.raw_path,
+        body,
+        headers.get(TIMESTAMP_HEADER),
+        headers.get(SIGNATURE_HEADER),
+        app[REPLAYS],
+    )
+    if problem is not None:
+        raise ProxyError(401, problem, _SIGNATURE_MESSAGES[problem])
+
+
+_SIGNATURE_MESSAGES = {
+    "signature_required": "requests must be signed: send x-timestamp and x-signature",
+    "signature_expired": "x-timestamp is more than 300 s away from the gateway's clock",
+    "invalid_signature": "x-signature does not match the request",
+    "replayed_request": "this signature was already used: sign every request anew",
+}
+
+
+def _check_passthrough(snapshot: Snapshot, route: Route) -> None:
+    providers = snapshot.table.providers
+    if any(providers[t.provider].auth.style == "passthrough" for t in route.targets):
+        raise ProxyError(
+            401,
+            "authentication_error",
+            "this model passes your own Authorization / x-api-key to the provider: "
+            "send the gateway key in x-mini-llm-key",
+        )

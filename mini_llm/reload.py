@@ -12,6 +12,7 @@ from pathlib import Path
 
 import watchfiles
 
+from .access import exposure_problem
 from .app import State
 from .config import Config, load_config
 from .source import ConfigError
@@ -64,6 +65,11 @@ class Reloader:
                 self.state.last_error = "\n".join(str(p) for p in exc.problems)
                 return False
             config = self._keep_restart_only(self.adjust(config))
+            exposed = exposure_problem(config.server)
+            if exposed is not None:
+                log.error("kept generation %d: %s", self.state.current.generation, exposed)
+                self.state.last_error = exposed
+                return False
             snapshot = self.state.install(config)
             log.info(
                 "reloaded %s: generation %d, %d providers, %d aliases",

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .access import exposure_problem
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
 from .parent import parent_pid, watch_parent
@@ -127,6 +128,10 @@ def serve(
         "reload": reload,
     }
     config = apply_flags(config, **flags)
+    exposed = exposure_problem(config.server)
+    if exposed is not None:
+        print(f"mini-llm: {exposed}; not started", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
     worker = environ.get(WORKER_VARIABLE) == "1"
     server = config.server
     try:

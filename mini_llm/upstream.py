@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
 
 from .config import Provider
@@ -24,7 +26,14 @@ HOP_BY_HOP = frozenset(
     }
 )
 CLIENT_CREDENTIALS = frozenset({"authorization", "x-api-key", "api-key"})
-_ALWAYS_DROPPED = HOP_BY_HOP | {"host", "content-length"}
+# The gateway's own credentials and signature never leave it.
+_ALWAYS_DROPPED = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "x-mini-llm-key",
+    "x-timestamp",
+    "x-signature",
+}
 
 
 class Upstream:
@@ -124,3 +133,46 @@ class Upstream:
         if self._auth_param is not None and key is None:
             shown.append(f"{quote_plus(self._auth_param)}=<no key>")
         return base + ("?" + "&".join(shown) if shown else "")
+
+
+_MODEL_KEY = b'"model"'
+_JSON_SPACE = b" \t\r\n"
+
+
+def _json_string(value: str) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+def splice_model(body: bytes, old: str, new: str) -> bytes | None:
+    """The client's body with only the model's value replaced, or None when unsure.
+
+    Sure means: `"model"` occurs once (so it is the top-level key, spelt without escapes, as
+    no `\\u` is anywhere) and is followed by `:` and exactly the JSON string of `old`.
+    Anything else falls back to re-encoding the parsed document.
+    """
+    at = body.find(_MODEL_KEY)
+    if at < 0 or body.find(_MODEL_KEY, at + 1) >= 0 or b"\\u" in body:
+        return None
+    pos = at + len(_MODEL_KEY)
+    end = len(body)
+    while pos < end and body[pos] in _JSON_SPACE:
+        pos += 1
+    if pos >= end or body[pos] != ord(":"):
+        return None
+    pos += 1
+    while pos < end and body[pos] in _JSON_SPACE:
+        pos += 1
+    old_json = _json_string(old)
+    if not body.startswith(old_json, pos):
+        return None
+    return body[:pos] + _json_string(new) + body[pos + len(old_json) :]
+
+
+def body_for(body: bytes, doc: dict[str, Any], asked: str, model: str) -> bytes:
+    """The upstream body: the client's bytes when the model name is unchanged."""
+    if model == asked:
+        return body
+    spliced = splice_model(body, asked, model)
+    if spliced is not None:
+        return spliced
+    return json.dumps({**doc, "model": model}, ensure_ascii=False).encode()

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from ..helpers import GatewayProcess, free_port
+from ..helpers import GatewayProcess, free_port, wait_for
 from ..mock_upstream import MockUpstream
 
 KEY_ONE = "sk-mock-key-one-1111"
@@ -449,7 +449,7 @@ def test_client_leaving_before_the_answer_closes_the_upstream(
     with socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1]))) as sock:
         body = json.dumps({"model": "mock:hang"}).encode()
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
             b"application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
         deadline = time.monotonic() + 5
@@ -459,6 +459,24 @@ def test_client_leaving_before_the_answer_closes_the_upstream(
     started = time.monotonic()
     assert upstream.disconnected.wait(2)
     assert time.monotonic() - started < 1.0
+
+
+def test_a_client_that_leaves_gets_an_access_line(
+    gateway: GatewayProcess, upstream: MockUpstream
+) -> None:
+    with socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1]))) as sock:
+        body = json.dumps({"model": "mock:hang"}).encode()
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nx-request-id: left-early\r\n"
+            b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        wait_for(lambda: upstream.requests)
+    assert gateway.wait_stderr("id=left-early cancelled")
+    line = next(x for x in gateway.stderr().splitlines() if "id=left-early" in x)
+    assert "POST /v1/chat/completions - " in line
 
 
 def test_client_leaving_mid_stream_closes_the_upstream(

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from email.utils import format_datetime
 from pathlib import Path
 
 import anthropic
@@ -18,12 +17,8 @@ import httpx
 import openai
 import pytest
 
-from mini_llm.config import Retry
-from mini_llm.keys import MemoryKeyStore, retry_after_seconds
-from mini_llm.proxy import _pauses
-
 from ..conftest import GatewayFactory
-from ..helpers import GatewayProcess, clean_env, free_port
+from ..helpers import GatewayProcess, clean_env, free_port, wait_for
 from ..mock_upstream import MockUpstream
 
 KEY_A = "sk-key-a-aaaaaaaa0001"
@@ -69,6 +64,8 @@ routes:
     chain: [dead:m1, off:m2, backup:m3]
     chain-5xx: ["main:status-503", "backup:ok-model"]
     chain-400: ["main:status-400", "backup:ok-model"]
+    chain-5xx-off: ["main:status-503", "off:m"]
+    chain-solo-off: ["solo:m", "off:m"]
 """
 
 
@@ -211,6 +208,8 @@ def test_refused_connections_are_retried_then_502(gateway: GatewayProcess) -> No
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_unreachable"
     assert took >= 0.04 + 0.08  # two backoffs happened
+    # stderr is read by a thread: the last line may trail the response a little
+    wait_for(lambda: gateway.stderr().count("upstream dead failed") >= 3)
     assert gateway.stderr().count("upstream dead failed") == 3
 
 
@@ -342,49 +341,6 @@ def test_a_broken_stream_ends_with_an_error_event_never_a_clean_end(
         assert json.loads(last.removeprefix(b"data: "))["error"]["type"] == "server_error"
 
 
-# Pure parts ------------------------------------------------------------------------------------
-
-
-def test_retry_after_forms() -> None:
-    now = time.time()
-    assert retry_after_seconds({"retry-after": "12"}) == 12
-    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert retry_after_seconds({"retry-after": "100000"}) == 300  # capped
-    date = format_datetime(datetime.fromtimestamp(now + 20, timezone.utc), usegmt=True)
-    assert 18 <= (retry_after_seconds({"retry-after": date}, now=now) or 0) <= 21
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    assert retry_after_seconds({}) is None
-
-
-def test_key_store_rotates_skips_resting_and_reports() -> None:
-    clock = [100.0]
-    store = MemoryKeyStore(
-        ("sk-one-000000000001", "sk-two-000000000002", "sk-three-00000003"), clock=lambda: clock[0]
-    )
-    assert [store.acquire() for _ in range(4)] == [
-        "sk-one-000000000001",
-        "sk-two-000000000002",
-        "sk-three-00000003",
-        "sk-one-000000000001",
-    ]
-    store.rest("sk-two-000000000002", 10)
-    assert [store.acquire() for _ in range(3)] == [
-        "sk-three-00000003",
-        "sk-one-000000000001",
-        "sk-three-00000003",
-    ]
-    store.rest("sk-one-000000000001", 5)
-    store.rest("sk-three-00000003", 20)
-    assert store.acquire() is None
-    assert store.seconds_until_available() == 5
-    clock[0] += 5
-    assert store.acquire() == "sk-one-000000000001"
-    states = store.states()
-    assert [s["id"] for s in states] == ["sk-…0001", "sk-…0002", "sk-…0003"]
-    assert [s["state"] for s in states] == ["ok", "resting", "resting"]
-    assert [s["failures"] for s in states] == [1, 1, 1]
-
-
 def test_without_a_key_of_ours_429_and_401_are_answers(
     gateway: GatewayProcess, upstream: MockUpstream
 ) -> None:
@@ -395,10 +351,36 @@ def test_without_a_key_of_ours_429_and_401_are_answers(
         assert len(upstream.requests) == 1
 
 
-def test_pauses_double_with_jitter_up_to_the_cap() -> None:
-    pauses = _pauses(Retry(attempts=8, backoff_s=0.25, max_backoff_s=1.5))
-    taken = [next(pauses) for _ in range(8)]
-    for pause, base in zip(taken, [0.25, 0.5, 1.0], strict=False):
-        assert 0.8 * base <= pause <= 1.2 * base
-    assert all(pause <= 1.5 for pause in taken)
-    assert taken[-1] == 1.5  # 0.25 * 2**7 with any jitter is over the cap
+# The last usable target decides -------------------------------------------------------------
+
+
+def test_a_disabled_last_target_does_not_hide_the_upstreams_5xx(
+    gateway: GatewayProcess, upstream: MockUpstream
+) -> None:
+    response = post(gateway, "chain-5xx-off")
+    assert response.status_code == 503
+    assert response.json()["error"]["message"] == "mock error 503"  # the upstream's own body
+    assert response.headers["x-mini-llm-route"] == "main:status-503"
+    assert len(upstream.requests) == 3  # its tries ran out; `off` was never a candidate
+
+
+def test_a_disabled_last_target_does_not_hide_the_upstreams_429(
+    gateway: GatewayProcess, upstream: MockUpstream
+) -> None:
+    upstream.key_status[SOLO] = (429, {"Retry-After": "12"})
+    response = post(gateway, "chain-solo-off")
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "12"
+    assert response.json()["error"]["message"] == "key rejected with 429"
+    assert response.headers["x-mini-llm-route"] == "solo:m"
+
+
+def test_access_line_names_the_key_of_the_answer_given(
+    start_gateway: GatewayFactory, upstream: MockUpstream
+) -> None:
+    gateway = start_gateway(table(upstream), "--log-requests")
+    upstream.key_status[SOLO] = (429, {"Retry-After": "12"})
+    assert post(gateway, "solo:m").status_code == 429  # the held-back upstream answer
+    assert gateway.wait_stderr("POST /v1/chat/completions 429")
+    line = next(x for x in gateway.stderr().splitlines() if " 429 " in x)
+    assert "key=sk-…0009" in line and "route=solo:m" in line and "tries=1" in line

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mini_llm.masking import mask
-from mini_llm.proxy import splice_model
 from mini_llm.routing import RoutingTable, compile_routes
+from mini_llm.upstream import splice_model
 
 from ..helpers import load
 

@@ -1,0 +1,84 @@
+"""What came in: the request id, the body within its limit, and the model it names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from aiohttp import web
+
+from .errors import ProxyError
+
+MAX_MODEL_CHARS = 256
+
+
+def request_id_of(request: web.Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and len(given) <= 200 and given.isprintable():
+        return given
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a quarter of the cost
+
+
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The request body within `limit` bytes and `timeout` seconds (413, 408)."""
+    if request.content.is_eof():  # all here with the headers: no timer needed
+        return await _read_body(request, limit)
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise ProxyError(
+            408, "request_timeout", f"the request body did not arrive within {timeout:g} s"
+        ) from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise _too_large(limit)
+        return await request.content.read()
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413, "request_too_large", f"request body is larger than the limit of {limit} bytes"
+    )
+
+
+def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
+    """The request's model name and its parsed document; 400 when either is unusable."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ProxyError(400, "invalid_json", "request body is not valid JSON") from None
+    except RecursionError:
+        raise ProxyError(400, "invalid_json", "request body is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ProxyError(400, "invalid_json", "request body must be a JSON object")
+    model = doc.get("model")
+    if model is None:
+        raise ProxyError(400, "missing_model", "request body has no `model`")
+    if not isinstance(model, str):
+        raise ProxyError(400, "invalid_model", "`model` must be a string")
+    check_model(model)
+    return model, doc
+
+
+def check_model(model: str) -> None:
+    """A model name we can route and show: 1-256 characters, none of them control ones."""
+    if not model:
+        raise ProxyError(400, "invalid_model", "`model` must not be empty")
+    if len(model) > MAX_MODEL_CHARS:
+        raise ProxyError(
+            400, "invalid_model", f"`model` must be at most {MAX_MODEL_CHARS} characters"
+        )
+    if not model.isprintable():
+        raise ProxyError(400, "invalid_model", "`model` must not contain control characters")

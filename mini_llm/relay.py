@@ -1,0 +1,124 @@
+"""Relay an upstream answer to the client: status and headers at once, then every chunk.
+
+The last layer of forwarding (see proxy.py). Readers of what passes through (token usage,
+stream translation, time to first byte) hook in at `relay`'s read loop, never by buffering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .errors import ProxyError, stream_error_event
+from .upstream import HOP_BY_HOP
+
+log = logging.getLogger("mini_llm")
+
+# Answers up to this size with a Content-Length are read whole and sent in one write.
+WHOLE_ANSWER_MAX_BYTES = 64 * 1024
+_RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
+# How an upstream answer breaks off once its headers are in.
+BROKEN_OFF = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
+
+
+def response_headers(
+    upstream: aiohttp.ClientResponse, request_id: str, route: str
+) -> CIMultiDict[str]:
+    """The upstream's headers minus hop-by-hop ones, plus the gateway's own."""
+    headers = CIMultiDict[str]()
+    for name, value in upstream.headers.items():
+        if name.lower() not in _RESPONSE_DROP:
+            headers.add(name, value)
+    upstream_id = upstream.headers.get("x-request-id")
+    if upstream_id:
+        headers["x-upstream-request-id"] = upstream_id
+    headers["x-request-id"] = request_id
+    headers["x-mini-llm-route"] = route
+    return headers
+
+
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    provider: str,
+    request_id: str,
+    route: str,
+) -> web.StreamResponse:
+    """Send the upstream's answer to the client as it arrives; the upstream is closed after."""
+    headers = response_headers(upstream, request_id, route)
+    event_stream = upstream.content_type == "text/event-stream"
+    if event_stream:
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+    length = upstream.content_length
+    if not event_stream and length is not None and length <= WHOLE_ANSWER_MAX_BYTES:
+        return await _whole(upstream, provider, headers)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    read = upstream.content.readany
+    tail = b"\n\n"
+    try:
+        await response.prepare(request)
+        while True:
+            try:
+                chunk = await read()
+            except BROKEN_OFF as exc:
+                log_broken_off(provider, exc)
+                await _end_broken(request, response, event_stream, tail)
+                return response
+            if not chunk:
+                break
+            await response.write(chunk)
+            if event_stream:
+                tail = chunk[-2:]
+        await response.write_eof()
+    except ConnectionResetError:
+        log.debug("client went away during the response")
+    except Exception:
+        # Headers are out: the answer can only be ended, as one that broke off is.
+        log.exception("internal error relaying the answer of %s", provider)
+        await _end_broken(request, response, event_stream, tail)
+    finally:
+        upstream.close()
+    return response
+
+
+async def _whole(
+    upstream: aiohttp.ClientResponse, provider: str, headers: CIMultiDict[str]
+) -> web.Response:
+    """A small, complete answer goes out in one write: status, headers and body together."""
+    try:
+        body = await upstream.read()
+    except BROKEN_OFF as exc:
+        log_broken_off(provider, exc)
+        raise ProxyError(
+            502, "upstream_error", f"provider `{provider}` broke off its answer"
+        ) from None
+    finally:
+        upstream.close()  # after a full read the connection is already back in the pool
+    del headers["Content-Length"]
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+
+
+async def _end_broken(
+    request: web.Request, response: web.StreamResponse, event_stream: bool, tail: bytes
+) -> None:
+    if event_stream:
+        # Close any half-written event first, so the error event parses on its own.
+        prefix = b"" if tail.endswith(b"\n\n") else b"\n\n"
+        message = "the upstream stream broke off before it was complete"
+        await response.write(prefix + stream_error_event(request.path, message))
+        await response.write_eof()
+        return
+    # A body that is not an event stream cannot carry an error: cut the connection so the
+    # client sees a truncated answer instead of a clean, short one.
+    response.force_close()
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def log_broken_off(provider: str, exc: BaseException) -> None:
+    log.warning("upstream %s failed mid-response: %s: %s", provider, type(exc).__name__, exc)
