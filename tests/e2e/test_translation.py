@@ -12,6 +12,8 @@ import anthropic
 import httpx
 import openai
 import pytest
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from ..helpers import GatewayProcess, clean_env
 from ..mock_upstream import MockUpstream
@@ -48,6 +50,7 @@ routes:
     claude-lax: anth-lax:claude-up
     claude-422: anth:status-422
     claude-drop: anth:drop-stream
+    gpt-drop: oai:drop-stream
     gpt: oai:gpt-up
     gpt-422: oai:status-422
     smart: [anth:status-503, oai:gpt-up]
@@ -55,6 +58,8 @@ routes:
 """
 
 HI = [{"role": "user", "content": "hi"}]
+CHAT_HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+MESSAGES_HI: list[MessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +93,7 @@ def test_openai_sdk_to_an_anthropic_provider(
     with oai(gateway) as sdk:
         raw = sdk.chat.completions.with_raw_response.create(
             model="claude",
-            messages=[{"role": "system", "content": "be brief"}, *HI],
+            messages=[{"role": "system", "content": "be brief"}, *CHAT_HI],
             stop=["END"],
         )
     completion = raw.parse()
@@ -116,7 +121,10 @@ def test_openai_sdk_to_an_anthropic_provider(
 def test_openai_stream_helper_through_an_anthropic_provider(
     gateway: GatewayProcess, upstream: MockUpstream
 ) -> None:
-    with oai(gateway) as sdk, sdk.chat.completions.stream(model="claude", messages=HI) as stream:
+    with (
+        oai(gateway) as sdk,
+        sdk.chat.completions.stream(model="claude", messages=CHAT_HI) as stream,
+    ):
         final = stream.get_final_completion()
     assert final.choices[0].message.content == "one two"
     assert final.choices[0].finish_reason == "stop"
@@ -135,7 +143,7 @@ def test_an_anthropic_stream_broken_off_ends_the_openai_stream_with_an_error(
     assert json.loads(events[-1].removeprefix("data: "))["error"]["code"]
     assert "[DONE]" not in response.text
     with oai(gateway) as sdk, pytest.raises(openai.APIError):
-        for _ in sdk.chat.completions.create(model="claude-drop", messages=HI, stream=True):
+        for _ in sdk.chat.completions.create(model="claude-drop", messages=CHAT_HI, stream=True):
             pass
 
 
@@ -147,7 +155,7 @@ def test_anthropic_sdk_to_an_openai_provider(
 ) -> None:
     with claude(gateway) as sdk:
         raw = sdk.messages.with_raw_response.create(
-            model="gpt", max_tokens=50, system="be brief", messages=HI
+            model="gpt", max_tokens=50, system="be brief", messages=MESSAGES_HI
         )
     message = raw.parse()
     assert [block.type for block in message.content] == ["text"]
@@ -173,13 +181,28 @@ def test_anthropic_stream_helper_through_an_openai_provider(
 ) -> None:
     with (
         claude(gateway) as sdk,
-        sdk.messages.stream(model="gpt", max_tokens=50, messages=HI) as stream,
+        sdk.messages.stream(model="gpt", max_tokens=50, messages=MESSAGES_HI) as stream,
     ):
         final = stream.get_final_message()
     assert final.content[0].text == "one two three "  # type: ignore[union-attr]
     assert final.stop_reason == "end_turn"
     seen = upstream.requests[-1]
     assert (seen.path, seen.json["stream"]) == ("/v1/chat/completions", True)
+
+
+def test_an_openai_stream_broken_off_ends_the_anthropic_stream_with_an_error(
+    gateway: GatewayProcess, upstream: MockUpstream
+) -> None:
+    body = {"model": "gpt-drop", "max_tokens": 5, "messages": HI, "stream": True}
+    response = httpx.post(gateway.url + "/v1/messages", json=body, timeout=10)
+    assert response.status_code == 200
+    assert response.text.rstrip().split("\n\n")[-1].startswith("event: error\n")
+    assert "message_stop" not in response.text
+    with claude(gateway) as sdk, pytest.raises(anthropic.APIError):
+        for _ in sdk.messages.create(
+            model="gpt-drop", max_tokens=5, messages=MESSAGES_HI, stream=True
+        ):
+            pass
 
 
 # Errors --------------------------------------------------------------------------------------
@@ -189,11 +212,11 @@ def test_upstream_errors_come_back_in_the_clients_shape(
     gateway: GatewayProcess, upstream: MockUpstream
 ) -> None:
     with oai(gateway) as sdk, pytest.raises(openai.UnprocessableEntityError) as openai_error:
-        sdk.chat.completions.create(model="claude-422", messages=HI)
+        sdk.chat.completions.create(model="claude-422", messages=CHAT_HI)
     assert openai_error.value.status_code == 422
     assert upstream.requests[-1].path == "/v1/messages"
     with claude(gateway) as sdk, pytest.raises(anthropic.UnprocessableEntityError) as error:
-        sdk.messages.create(model="gpt-422", max_tokens=5, messages=HI)
+        sdk.messages.create(model="gpt-422", max_tokens=5, messages=MESSAGES_HI)
     assert error.value.status_code == 422
     body = error.value.response.json()
     assert body["type"] == "error"
@@ -203,7 +226,7 @@ def test_upstream_errors_come_back_in_the_clients_shape(
 
 def test_a_fallback_chain_crosses_formats(gateway: GatewayProcess, upstream: MockUpstream) -> None:
     with oai(gateway) as sdk:
-        raw = sdk.chat.completions.with_raw_response.create(model="smart", messages=HI)
+        raw = sdk.chat.completions.with_raw_response.create(model="smart", messages=CHAT_HI)
     assert raw.parse().choices[0].message.content == "hello from gpt-up"
     assert raw.headers["x-mini-llm-route"] == "oai:gpt-up"
     assert [(r.path, r.json["model"]) for r in upstream.requests] == [
@@ -212,7 +235,7 @@ def test_a_fallback_chain_crosses_formats(gateway: GatewayProcess, upstream: Moc
     ]
     upstream.reset()
     with claude(gateway) as anthropic_sdk:
-        message = anthropic_sdk.messages.create(model="smart", max_tokens=5, messages=HI)
+        message = anthropic_sdk.messages.create(model="smart", max_tokens=5, messages=MESSAGES_HI)
     assert message.content[0].text == "hello from gpt-up"  # type: ignore[union-attr]
     assert [r.path for r in upstream.requests] == ["/v1/messages", "/v1/chat/completions"]
 
