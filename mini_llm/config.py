@@ -17,6 +17,7 @@ from .schema import validate
 from .source import ConfigError, Document, Location, Problem, pointer, read_document
 
 AuthStyle = Literal["bearer", "header", "query", "none", "passthrough"]
+ApiFormat = Literal["openai", "anthropic"]
 DEFAULT_CONFIG_NAME = "mini-llm.yaml"
 
 
@@ -78,6 +79,10 @@ class Provider:
     cooldown: Cooldown = Cooldown()
     models: tuple[str, ...] = ()
     disabled_reason: str | None = None
+    # None: requests go in the format they arrived in (no translation).
+    format: ApiFormat | None = None
+    drop_unsupported: bool = False
+    default_max_tokens: int = 4096
 
     @property
     def enabled(self) -> bool:
@@ -272,6 +277,9 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             cooldown=_section(Cooldown, cooldown, spec.get("cooldown")),
             models=tuple(spec.get("models") or ()),
             disabled_reason=_disabled_reason(doc, name, url, auth, keys),
+            format=spec.get("format"),
+            drop_unsupported=bool(spec.get("drop_unsupported", False)),
+            default_max_tokens=int(spec.get("default_max_tokens", 4096)),
         )
 
     routes = mapping(data.get("routes"))

@@ -36,6 +36,8 @@ from .pools import ProviderRuntime, Snapshot
 from .relay import relay
 from .routing import ModelNotFound, Route
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Replays, verify
+from .translate import needs_translation
+from .translation import Translation, translation_for
 from .upstream import body_for
 
 
@@ -65,6 +67,7 @@ class Attempt:
     error: ProxyError | None = None
     # Whether the next target of a chain may do better (tries exhausted, no key, unreachable).
     retryable: bool = False
+    translation: Translation | None = None  # how relay gives a translated answer back
 
     def discard(self) -> None:
         if self.answer is not None:
@@ -135,7 +138,14 @@ class Call:
         """Tries on one target: each with a key that is not resting, pauses after failures."""
         provider = runtime.provider
         needs_key = provider.auth.needs_key
-        if self.form_span is not None and model != self.route.model:
+        translation = None
+        if needs_translation(self.request.path, provider.format):
+            try:
+                translation = translation_for(self.request.path, self.doc, provider, model)
+            except ProxyError as err:
+                return Attempt(Served(route, provider.name, None, self.sent), None, err)
+            body = translation.body
+        elif self.form_span is not None and model != self.route.model:
             body = replace_value(self.body, self.form_span, model)
         else:
             body = body_for(self.body, self.doc, self.route.model, model)
@@ -158,25 +168,25 @@ class Call:
                 self.sent += 1
                 served = Served(route, provider.name, key, self.sent)
                 try:
-                    answer = await self.send(runtime, body, key)
+                    answer = await self.send(runtime, body, key, translation)
                 except ProxyError as err:
                     if not err.retryable or tries_left <= 0:
-                        return Attempt(served, None, err, err.retryable)
+                        return Attempt(served, None, err, err.retryable, translation)
                     await asyncio.sleep(next(waits))
                     continue
                 if key is None:  # no key of ours to rest or rotate: 429 and 401 are answers
                     outcome = outcome_of(answer.status)
                     if outcome in NEXT_KEY:
-                        return Attempt(served, answer)
+                        return Attempt(served, answer, None, False, translation)
                 else:
                     outcome = runtime.keys.report(
                         key, answer.status, answer.headers, provider.cooldown
                     )
                 if outcome not in NEXT_KEY and outcome not in AFTER_PAUSE:
-                    return Attempt(served, answer)
+                    return Attempt(served, answer, None, False, translation)
                 if tries_left <= 0:
-                    return Attempt(served, answer, None, True)
-                held = Attempt(served, answer, None, True)
+                    return Attempt(served, answer, None, True, translation)
+                held = Attempt(served, answer, None, True, translation)
                 if outcome in AFTER_PAUSE:  # a resting key is retried at once, with the next
                     await asyncio.sleep(next(waits))
         finally:
@@ -184,17 +194,26 @@ class Call:
                 held.discard()
 
     async def send(
-        self, runtime: ProviderRuntime, body: bytes, key: str | None
+        self,
+        runtime: ProviderRuntime,
+        body: bytes,
+        key: str | None,
+        translation: Translation | None = None,
     ) -> aiohttp.ClientResponse:
         """One upstream request; its failures before an answer become 502 or 504."""
         request = self.request
         upstream = runtime.upstream
+        tail = self.tail
+        headers = upstream.headers(request.headers.items(), key)
+        if translation is not None:  # to the other format's endpoint, with its headers
+            tail = translation.tail
+            headers = translation.headers(headers)
         with map_upstream_errors(runtime.provider.name):
             return await runtime.connections.session.request(
                 request.method,
-                upstream.url(self.tail, request.rel_url.raw_query_string, key),
+                upstream.url(tail, request.rel_url.raw_query_string, key),
                 data=body,
-                headers=upstream.headers(request.headers.items(), key),
+                headers=headers,
                 timeout=runtime.timeout,
                 allow_redirects=False,
             )
@@ -267,7 +286,12 @@ async def handle(
             return error_response(path, request_id, served.route, attempt.error), served
         try:
             response = await relay(
-                request, attempt.answer, served.provider or "-", request_id, served.route
+                request,
+                attempt.answer,
+                served.provider or "-",
+                request_id,
+                served.route,
+                attempt.translation,
             )
         except ProxyError as err:
             return error_response(path, request_id, served.route, err), served

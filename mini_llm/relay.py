@@ -7,6 +7,7 @@ stream translation, time to first byte) hook in at `relay`'s read loop, never by
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import aiohttp
@@ -14,6 +15,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .errors import ProxyError, stream_error_event
+from .translate import (
+    DROPPED_HEADER,
+    RESPONSE_HEADERS_TO_DROP,
+    content_type,
+    translate_answer,
+    translate_error,
+)
+from .translation import Translation
 from .upstream import HOP_BY_HOP
 
 log = logging.getLogger("mini_llm")
@@ -47,8 +56,11 @@ async def relay(
     provider: str,
     request_id: str,
     route: str,
+    translation: Translation | None = None,
 ) -> web.StreamResponse:
     """Send the upstream's answer to the client as it arrives; the upstream is closed after."""
+    if translation is not None:
+        return await _translated(request, upstream, provider, request_id, route, translation)
     headers = response_headers(upstream, request_id, route)
     event_stream = upstream.content_type == "text/event-stream"
     if event_stream:
@@ -101,6 +113,92 @@ async def _whole(
         upstream.close()  # after a full read the connection is already back in the pool
     del headers["Content-Length"]
     return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+
+
+async def _translated(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    provider: str,
+    request_id: str,
+    route: str,
+    translation: Translation,
+) -> web.StreamResponse:
+    """An answer in the provider's format, rewritten into the client's as it arrives."""
+    headers = response_headers(upstream, request_id, route)
+    for name in RESPONSE_HEADERS_TO_DROP:
+        headers.popall(name, None)
+    if translation.dropped:
+        headers[DROPPED_HEADER] = ", ".join(translation.dropped)
+    if upstream.status < 400 and upstream.content_type == "text/event-stream":
+        return await _translated_stream(request, upstream, provider, headers, translation)
+    try:
+        body = await upstream.read()
+    except BROKEN_OFF as exc:
+        log_broken_off(provider, exc)
+        raise ProxyError(
+            502, "upstream_error", f"provider `{provider}` broke off its answer"
+        ) from None
+    finally:
+        upstream.close()
+    if upstream.status >= 400:
+        body = translate_error(upstream.status, body, to=translation.client)
+    else:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise ProxyError(502, "upstream_error", f"provider `{provider}` answered no JSON")
+        answer = translate_answer(doc, to=translation.client, client_model=translation.client_model)
+        body = json.dumps(answer, ensure_ascii=False).encode()
+    headers["Content-Type"] = content_type(False)
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+
+
+async def _translated_stream(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    provider: str,
+    headers: CIMultiDict[str],
+    translation: Translation,
+) -> web.StreamResponse:
+    headers["Content-Type"] = content_type(True)
+    headers["Cache-Control"] = "no-cache"
+    headers["X-Accel-Buffering"] = "no"
+    stream = translation.stream()
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    read = upstream.content.readany
+    try:
+        await response.prepare(request)
+        while True:
+            try:
+                chunk = await read()
+            except BROKEN_OFF as exc:
+                log_broken_off(provider, exc)
+                await response.write(stream.fail(_BROKE_OFF))
+                break
+            if not chunk:
+                await response.write(stream.close())
+                break
+            out = stream.feed(chunk)
+            if out:
+                await response.write(out)
+        await response.write_eof()
+    except ConnectionResetError:
+        log.debug("client went away during the response")
+    except Exception:
+        log.exception("internal error relaying the translated answer of %s", provider)
+        try:
+            await response.write(stream.fail("the gateway failed while relaying the answer"))
+            await response.write_eof()
+        except Exception:  # the client may be gone too: nothing left to tell it
+            log.debug("could not end the translated stream", exc_info=True)
+    finally:
+        upstream.close()
+    return response
+
+
+_BROKE_OFF = "the upstream stream broke off before it was complete"
 
 
 async def _end_broken(
