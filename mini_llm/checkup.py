@@ -33,7 +33,7 @@ from .client import (
 )
 
 SMOKE_PROMPT = "Say hello in one word."
-SMOKE_MAX_TOKENS = 32
+SMOKE_MAX_TOKENS = 32  # Anthropic requires one; OpenAI-style requests go without
 
 
 def health(url: str | None, *, as_json: bool, console: Console) -> int:
@@ -203,9 +203,13 @@ def _smoke(gateway: Gateway, wanted: list[str] | None, *, as_json: bool, console
                 check.skipped = f"provider `{owner}` is disabled"
             else:
                 check.outcome = exchange(
-                    gateway, api, model, [{"role": "user", "content": SMOKE_PROMPT}],
-                    stream=mode == "stream", max_tokens=SMOKE_MAX_TOKENS,
-                )  # fmt: skip
+                    gateway,
+                    api,
+                    model,
+                    [{"role": "user", "content": SMOKE_PROMPT}],
+                    stream=mode == "stream",
+                    max_tokens=SMOKE_MAX_TOKENS if api == "anthropic" else None,
+                )
                 if check.outcome.stopped:
                     raise KeyboardInterrupt
             checks.append(check)

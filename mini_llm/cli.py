@@ -105,7 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", metavar="S", help="system prompt")
     chat.add_argument("--url", help=url_help)
     chat.add_argument(
-        "--max-tokens", type=_positive, default=1024, metavar="N", help="(default: 1024)"
+        "--max-tokens",
+        type=_positive,
+        metavar="N",
+        help="longest answer (default: 1024 for Anthropic, the provider's own for OpenAI)",
     )
     return parser
 

@@ -24,6 +24,7 @@ URL_VARIABLE = "MINI_LLM_URL"
 KEY_VARIABLE = "MINI_LLM_KEY"
 KEY_HEADER = "x-mini-llm-key"
 ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_ANTHROPIC_MAX_TOKENS = 1024
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -149,18 +150,25 @@ def request_for(
     *,
     system: str | None,
     stream: bool,
-    max_tokens: int,
+    max_tokens: int | None,
 ) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """Path, body and headers of one request in the given API shape."""
+    """Path, body and headers of one request in the given API shape.
+
+    Anthropic requires `max_tokens` (default 1024); OpenAI-style APIs get it only when given:
+    reasoning models refuse it, and the provider's own default suits the others.
+    """
     if api == "anthropic":
-        body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+        limit = max_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS
+        body: dict[str, Any] = {"model": model, "max_tokens": limit, "messages": messages}
         if system:
             body["system"] = system
         if stream:
             body["stream"] = True
         return "/v1/messages", body, {"anthropic-version": ANTHROPIC_VERSION}
     chat = ([{"role": "system", "content": system}] if system else []) + messages
-    body = {"model": model, "messages": chat, "max_tokens": max_tokens}
+    body = {"model": model, "messages": chat}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     return "/v1/chat/completions", body, {}
@@ -188,7 +196,7 @@ def exchange(
     *,
     system: str | None = None,
     stream: bool = True,
-    max_tokens: int = 1024,
+    max_tokens: int | None = None,
     on_text: Callable[[str], None] | None = None,
 ) -> Outcome:
     """One request and its whole answer; Ctrl-C stops it (`stopped`) and closes the connection."""
@@ -318,7 +326,7 @@ def chat(
     api: Api | None,
     system: str | None,
     url: str | None,
-    max_tokens: int,
+    max_tokens: int | None,
 ) -> int:
     """Stream answers to the terminal: one PROMPT, or a conversation read line by line."""
     # Ctrl-C is how a stream is stopped, even when started from a shell that ignores SIGINT.

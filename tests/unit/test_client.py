@@ -43,6 +43,11 @@ def test_requests_in_each_shape() -> None:
     )
     assert (path, headers) == ("/v1/chat/completions", {})
     assert body == {"model": "m", "messages": messages, "max_tokens": 5}
+    # Anthropic requires a limit; OpenAI-style APIs get none unless asked.
+    _, body, _ = request_for("anthropic", "m", messages, system=None, stream=False, max_tokens=None)
+    assert body["max_tokens"] == 1024
+    _, body, _ = request_for("openai", "m", messages, system=None, stream=True, max_tokens=None)
+    assert "max_tokens" not in body
 
 
 @pytest.mark.parametrize(
