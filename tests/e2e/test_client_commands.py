@@ -151,6 +151,31 @@ def test_the_gateway_key_comes_from_mini_llm_key(upstream: MockUpstream) -> None
     assert upstream.requests[-1].headers["x-mini-llm-key"] == "gw-key-42"
 
 
+def test_commands_against_a_gateway_with_auth_on(
+    start_gateway: GatewayFactory, upstream: MockUpstream
+) -> None:
+    secured_table = table(upstream).replace(
+        "server: {reload: false}",
+        "server: {reload: false, auth: {keys: [{name: cli, key: gw-key-cli-5678}]}}",
+    )
+    secured = start_gateway(secured_table, name="auth.yaml")
+    with_key = {"MINI_LLM_URL": secured.url, "MINI_LLM_KEY": "gw-key-cli-5678"}
+
+    anonymous = mini_llm("health", "--url", secured.url)
+    assert anonymous.returncode == 0  # alive, but the details need a key
+    assert "auth on" in anonymous.stdout and "MINI_LLM_KEY" in anonymous.stdout
+    assert "mock" not in anonymous.stdout
+    assert "sk-…1111 ok" in mini_llm("health", env=with_key).stdout
+
+    refused = mini_llm("chat", "fast", "hi", "--url", secured.url)
+    assert refused.returncode == 1 and "401: authentication_error" in refused.stderr
+    assert mini_llm("chat", "fast", "hi", env=with_key).stdout == "one two three \n"
+
+    refused = mini_llm("smoke", "--url", secured.url)
+    assert refused.returncode == 1 and "/v1/models answered 401" in refused.stderr
+    assert mini_llm("smoke", "--models", "fast", env=with_key).returncode == 0
+
+
 def test_the_default_url(upstream: MockUpstream) -> None:
     result = mini_llm("health", "--json")  # nothing set: http://127.0.0.1:3333
     if result.returncode == 1:

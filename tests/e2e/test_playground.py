@@ -40,11 +40,13 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
 if not os.environ.get("CI"):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 TABLE = """
 version: 1
-server: {{reload: true}}
+server:
+  reload: true
+{server}
 defaults:
   retry: {{attempts: 0}}
 providers:
@@ -62,6 +64,10 @@ routes:
     breaking: mock:drop-stream
 """
 ALIASES = ["fast", "claude-like", "hanging", "breaking"]
+GATEWAY_KEY = "gw-key-playground-1234"
+AUTH_ON = f"""  auth:
+    keys:
+      - {{name: tester, key: {GATEWAY_KEY}}}"""
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +80,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def gateway(start_gateway: GatewayFactory, upstream: MockUpstream) -> GatewayProcess:
-    return start_gateway(TABLE.format(mock=upstream.url))
+    return start_gateway(TABLE.format(mock=upstream.url, server=""))
 
 
 @pytest.fixture
@@ -253,49 +259,43 @@ def test_status_panel_shows_providers_keys_and_reload_errors(
     )
 
 
-def test_gateway_key_field_when_auth_is_on(page: Page, gateway: GatewayProcess) -> None:
-    """Simulates an auth-on gateway at the browser's network layer: /health gives only
-    {"status": "ok"} and requests without the key get 401."""
-    expect(page.locator("#key-panel")).to_be_hidden()
-    seen: list[dict[str, str]] = []
+def test_gateway_key_field_when_auth_is_on(
+    browser: Browser, start_gateway: GatewayFactory, upstream: MockUpstream
+) -> None:
+    secured = start_gateway(TABLE.format(mock=upstream.url, server=AUTH_ON), name="auth.yaml")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(secured.url + "/")  # the page itself needs no key
+        # /health answers only {"status": "ok"} and /v1/models 401: the page asks for a key.
+        expect(page.locator("#key-panel")).to_be_visible()
+        expect(page.locator("#key-reason")).to_contain_text("enter a gateway key")
+        expect(page.locator("#status")).to_contain_text("need a key")
+        expect(page.locator("#model option").first).to_have_text("(models need a gateway key)")
+        page.fill("#custom-model", "fast")
+        send(page, "hi")
+        error = last_answer(page).locator(".error")
+        expect(error).to_contain_text("401")
+        expect(error).to_contain_text("authentication_error")
+        assert upstream.requests == []  # nothing went upstream
 
-    def auth_on(route: Route) -> None:
-        headers = route.request.headers
-        seen.append(headers)
-        if headers.get("x-mini-llm-key") == "gw-key-123":
-            route.continue_()
-        elif route.request.url.endswith("/health"):
-            route.fulfill(json={"status": "ok"})
-        else:
-            body = {
-                "error": {
-                    "message": "a gateway key is required",
-                    "type": "authentication_error",
-                    "code": "missing_key",
-                }
-            }
-            route.fulfill(status=401, json=body)
-
-    page.route(re.compile(r".*/(health|v1/.*)$"), auth_on)
-    page.reload()
-    expect(page.locator("#key-panel")).to_be_visible()
-    expect(page.locator("#key-reason")).to_contain_text("Auth is on")
-    page.select_option("#model", "\u0000other")
-    page.fill("#custom-model", "fast")
-    send(page, "hi")
-    expect(last_answer(page).locator(".error")).to_contain_text("401")
-    expect(last_answer(page).locator(".error")).to_contain_text("a gateway key is required")
-
-    page.fill("#key", "gw-key-123")
-    page.click("#key-save")
-    expect(page.locator("#model option").first).to_have_attribute("value", "fast")
-    assert page.evaluate("sessionStorage.getItem('mini-llm-key')") == "gw-key-123"
-    assert page.evaluate("localStorage.length") == 0
-    pick(page, "fast")
-    send(page, "hi again")
-    expect(last_answer(page)).to_have_attribute("data-done", "ok")
-    assert seen[-1]["x-mini-llm-key"] == "gw-key-123"
-    expect(page.locator("#status [data-provider=mock]")).to_contain_text("enabled")
+        page.fill("#key", GATEWAY_KEY)
+        page.press("#key", "Enter")
+        expect(page.locator("#model option").first).to_have_attribute("value", "fast")
+        expect(page.locator("#status [data-provider=mock]")).to_contain_text("enabled")
+        assert page.evaluate("sessionStorage.getItem('mini-llm-key')") == GATEWAY_KEY
+        assert page.evaluate("localStorage.length") == 0
+        pick(page, "fast")
+        send(page, "hi again")
+        expect(last_answer(page)).to_have_attribute("data-done", "ok")
+        expect(last_answer(page).locator(".text")).to_have_text("one two three ")
+        # The gateway key stays with the gateway.
+        assert "x-mini-llm-key" not in {h.lower() for h in upstream.requests[-1].headers}
+        # A new tab of the same browser session keeps it; it never reaches localStorage.
+        page.reload()
+        expect(page.locator("#status [data-provider=mock]")).to_contain_text("enabled")
+    finally:
+        context.close()
 
 
 def test_phone_width(browser: Browser, gateway: GatewayProcess) -> None:
