@@ -18,6 +18,7 @@ from .config import Config
 from .front import InFlight, add_cors_headers, client_of, make_guard, safety_net
 from .intake import request_id_of
 from .masking import mask
+from .playground import playground_handler
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
 from .proxy import REPLAYS, Served, handle
 from .routing import compile_routes
@@ -182,5 +183,6 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/", playground_handler())
     app.router.add_post("/v1/{tail:.+}", routed)
     return app

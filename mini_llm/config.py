@@ -83,12 +83,16 @@ class Provider:
     format: ApiFormat | None = None
     drop_unsupported: bool = False
     default_max_tokens: int = 4096
+    # A provider served inside the gateway (`echo`): no base_url, no keys, no network.
+    builtin: str | None = None
 
     @property
     def enabled(self) -> bool:
         return self.disabled_reason is None
 
     def __repr__(self) -> str:
+        if self.builtin:
+            return f"Provider(name={self.name!r}, builtin={self.builtin!r})"
         keys = ", ".join(mask(k) for k in self.keys)
         url = mask_url(self.base_url)
         return f"Provider(name={self.name!r}, base_url={url!r}, keys=[{keys}])"
@@ -261,7 +265,9 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
     providers: dict[str, Provider] = {}
     for name, raw in mapping(data.get("providers")).items():
         spec = mapping(raw)
-        auth = _auth(spec.get("auth", "bearer"))
+        builtin = spec.get("builtin")
+        # A builtin provider has no credentials to send: auth none, whatever the default.
+        auth = Auth("none") if builtin else _auth(spec.get("auth", "bearer"))
         keys = _split_keys(spec.get("keys"))
         url = str(spec.get("base_url") or "").strip()
         providers[name] = Provider(
@@ -276,7 +282,8 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             retry=_section(Retry, retry, spec.get("retry")),
             cooldown=_section(Cooldown, cooldown, spec.get("cooldown")),
             models=tuple(spec.get("models") or ()),
-            disabled_reason=_disabled_reason(doc, name, url, auth, keys),
+            disabled_reason=None if builtin else _disabled_reason(doc, name, url, auth, keys),
+            builtin=builtin,
             format=spec.get("format"),
             drop_unsupported=bool(spec.get("drop_unsupported", False)),
             default_max_tokens=int(spec.get("default_max_tokens", 4096)),

@@ -12,7 +12,8 @@ Behaviour is chosen by the upstream model name the gateway sends:
 - ``gzip``: a gzip-compressed JSON answer.
 - ``truncated-json`` / ``truncated-big-json``: half of a 100 B / 200 kB JSON body, then a cut.
 - ``flaky-N``: the first N requests for this model get 503, then 200.
-- anything else: a normal answer (SSE when ``stream`` is true), echoing what it received.
+- anything else: a normal answer (SSE when ``stream`` is true, with a usage chunk when
+  ``stream_options.include_usage``), echoing what it received.
 
 Keys: when ``valid_keys`` is set, a request without one of them gets 401, like a real
 provider. ``key_status[key] = (status, headers)`` makes one key always fail that way.
@@ -157,17 +158,19 @@ class MockUpstream:
                 headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
             )
         if doc.get("stream") or model.endswith("-stream"):
-            return await self._stream(request, model, anthropic)
+            options = doc.get("stream_options")
+            usage = isinstance(options, dict) and options.get("include_usage") is True
+            return await self._stream(request, model, anthropic, usage)
         answer = _anthropic_message(model) if anthropic else _openai_completion(model, doc)
         answer["x_table"] = request.headers.get("x-table")  # lets tests see which table sent it
         return web.json_response(answer, headers={"x-request-id": "upstream-req-1"})
 
     async def _stream(
-        self, request: web.Request, model: str, anthropic: bool
+        self, request: web.Request, model: str, anthropic: bool, usage: bool = False
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        events = _anthropic_events(model) if anthropic else _openai_events(model)
+        events = _anthropic_events(model) if anthropic else _openai_events(model, usage)
         for i, event in enumerate(events):
             if i == 1 and model == "hang-stream":
                 await asyncio.sleep(3600)
@@ -221,7 +224,9 @@ def _openai_completion(model: str, doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _openai_events(model: str) -> list[bytes]:
+def _openai_events(model: str, usage: bool = False) -> list[bytes]:
+    """Three words; with `usage` (stream_options.include_usage) a usage chunk before [DONE]."""
+
     def chunk(content: str, finish: str | None = None) -> bytes:
         doc = {
             "id": "chatcmpl-mock",
@@ -232,7 +237,18 @@ def _openai_events(model: str) -> list[bytes]:
         }
         return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
-    return [chunk("one "), chunk("two "), chunk("three "), chunk("", "stop"), b"data: [DONE]\n\n"]
+    events = [chunk("one "), chunk("two "), chunk("three "), chunk("", "stop")]
+    if usage:
+        doc = {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": model,
+            "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+        }
+        events.append(b"data: " + json.dumps(doc).encode() + b"\n\n")
+    return [*events, b"data: [DONE]\n\n"]
 
 
 def _anthropic_message(model: str) -> dict[str, Any]:
