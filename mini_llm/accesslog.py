@@ -14,13 +14,11 @@ from typing import IO, Any
 from aiohttp import web
 
 from .config import LogFormat
+from .front import client_of
 from .masking import mask
 from .proxy import Served
 
 access_log = logging.getLogger("mini_llm.access")
-
-# Where another layer (gateway keys) leaves the name of the client's key.
-CLIENT = "mini_llm.client"
 
 
 class _Formatter(logging.Formatter):
@@ -58,7 +56,8 @@ def log_request(
     """Write the access line of one request."""
     served = served or Served()
     key = mask(served.key) if served.key else None
-    client = request.get(CLIENT)
+    known = client_of(request)  # the gateway key's name, never the key
+    client = known.name if known is not None else None
     usage = served.usage
     if form == "json":
         line: dict[str, Any] = {

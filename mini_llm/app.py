@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,11 +12,13 @@ from aiohttp import web
 
 from . import __version__, observe
 from .config import Config
-from .errors import ProxyError, error_response
+from .front import InFlight, add_cors_headers, client_of, make_guard, safety_net
 from .intake import request_id_of
+from .playground import playground_handler
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
-from .proxy import handle
+from .proxy import REPLAYS, handle
 from .routing import compile_routes
+from .signing import Replays
 
 log = logging.getLogger("mini_llm")
 
@@ -119,42 +121,21 @@ async def models(request: web.Request) -> web.Response:
 
 async def routed(request: web.Request) -> web.StreamResponse:
     snapshot = request.app[STATE].current  # this request's table, whatever reloads happen
-    server = snapshot.config.server
     request_id = request_id_of(request)
-    response, served = await handle(request, request_id, snapshot, server.max_body_bytes)
+    response, served = await handle(request, request_id, snapshot, client_of(request))
     request[observe.SERVED] = served  # for metrics and the access line
     return response
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def safety_net(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer in the client's error shape: no route (404), and an unexpected error (500,
-    logged with its traceback). The process keeps serving."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status not in (404, 405):
-            raise
-        err = ProxyError(404, "not_found", f"no route for {request.method} {request.path}")
-        return error_response(request.path, request_id_of(request), "-", err)
-    except Exception:
-        request_id = request_id_of(request)
-        log.exception(
-            "internal error serving %s %s (id %s)", request.method, request.path, request_id
-        )
-        err = ProxyError(500, "internal_error", "the gateway failed to serve this request")
-        return error_response(request.path, request_id, "-", err)
-
-
 def create_app(config: Config) -> web.Application:
     """The gateway application; its ClientSessions live and die with it (cleanup_ctx)."""
-    app = web.Application(middlewares=[safety_net])
     state = State(config)
+    in_flight = InFlight()
+    app = web.Application(middlewares=[safety_net, make_guard(lambda: state.current, in_flight)])
     app[STATE] = state
     observe.install(app, state)  # metrics, access lines, /metrics
+    app[REPLAYS] = Replays()
+    app.on_response_prepare.append(add_cors_headers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.install(state.config)
@@ -164,5 +145,6 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/", playground_handler())
     app.router.add_post("/v1/{tail:.+}", routed)
     return app

@@ -75,6 +75,43 @@ def check_semantics(doc: Document) -> list[Problem]:
 
     for name, spec in providers.items():
         problems += _check_provider(doc, name, mapping(spec))
+    problems += _check_access(doc, mapping(data.get("server")))
+    return problems
+
+
+def _check_access(doc: Document, server: dict[str, Any]) -> list[Problem]:
+    """Gateway keys: names and keys used once; `*` origins only behind keys."""
+    problems: list[Problem] = []
+    auth = mapping(server.get("auth"))
+    keys = auth.get("keys")
+    items = keys if isinstance(keys, list) else []
+    names: dict[str, int] = {}
+    secrets: dict[str, int] = {}
+    for i, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        key = item.get("key") if isinstance(item, dict) else item
+        where: Location = ("server", "auth", "keys", i)
+        if isinstance(name, str):
+            if name in names:
+                problems.append(
+                    doc.problem((*where, "name"), f"gateway key name `{name}` is used twice")
+                )
+            names.setdefault(name, i)
+        if isinstance(key, str) and key.strip():
+            if key.strip() in secrets:
+                problems.append(
+                    doc.problem(where, f"this gateway key is item {secrets[key.strip()] + 1} too")
+                )
+            secrets.setdefault(key.strip(), i)
+    has_keys = bool(secrets) or (isinstance(keys, str) and bool(keys.strip(" ,")))
+    origins = server.get("allowed_origins")
+    if isinstance(origins, list) and "*" in origins and not has_keys:
+        problems.append(
+            doc.problem(
+                ("server", "allowed_origins", origins.index("*")),
+                "`*` lets every web page call the gateway: it needs `server.auth.keys`",
+            )
+        )
     return problems
 
 

@@ -1,4 +1,4 @@
-"""The mini-llm command: serve, check-config, route, top. Parses flags, calls the library."""
+"""The mini-llm command and its subcommands: parses flags, calls the library."""
 
 from __future__ import annotations
 
@@ -73,10 +73,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.add_argument("--json", action="store_true", help="print the facts as one JSON document")
 
-    top = commands.add_parser("top", help="a live view of a running gateway (/metrics, /health)")
-    top.add_argument(
-        "--url", help="the gateway (default: $MINI_LLM_URL, else http://127.0.0.1:3333)"
+    url_help = "the gateway (default: $MINI_LLM_URL, else http://127.0.0.1:3333)"
+    health = commands.add_parser("health", help="show a running gateway's /health as tables")
+    health.add_argument("--url", help=url_help)
+    health.add_argument("--json", action="store_true", help="print /health as JSON")
+
+    smoke = commands.add_parser(
+        "smoke", help="send a small and a streamed request to every model of a gateway"
     )
+    where = smoke.add_mutually_exclusive_group()
+    where.add_argument("--url", help=url_help)
+    where.add_argument(
+        "-c", "--config", metavar="PATH", help="start a gateway on this table for the run"
+    )
+    smoke.add_argument(
+        "--models", metavar="A,B", help="models to try (default: every model /v1/models lists)"
+    )
+    smoke.add_argument("--json", action="store_true", help="print the results as JSON")
+    smoke.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="per request (default: 60)"
+    )
+
+    chat = commands.add_parser("chat", help="stream answers from a model to the terminal")
+    chat.add_argument("model", metavar="MODEL")
+    chat.add_argument(
+        "prompt", metavar="PROMPT", nargs="?", help="one message (default: a conversation on stdin)"
+    )
+    chat.add_argument(
+        "--api",
+        choices=("openai", "anthropic"),
+        help="API shape (default: anthropic for claude* models, else openai)",
+    )
+    chat.add_argument("--system", metavar="S", help="system prompt")
+    chat.add_argument("--url", help=url_help)
+    chat.add_argument(
+        "--max-tokens",
+        type=_positive,
+        metavar="N",
+        help="longest answer (default: 1024 for Anthropic, the provider's own for OpenAI)",
+    )
+
+    top = commands.add_parser("top", help="a live view of a running gateway (/metrics, /health)")
+    top.add_argument("--url", help=url_help)
     top.add_argument(
         "--once", action="store_true", help="print one frame and exit (as when not a terminal)"
     )
@@ -168,19 +206,56 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160, highlight=False, emoji=False)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _client_command(args: argparse.Namespace) -> int:
     if args.command == "top":
         from .top import run
 
         return run(args.url, once=args.once, interval=args.interval)
-    if args.command == "serve":  # before prometheus_client is imported, which reads it
-        drop_inherited(os.environ, worker=os.environ.get(WORKER_VARIABLE) == "1")
-    if args.command in ("check-config", "route"):
+    if args.command == "chat":
+        from .client import chat
+
+        return chat(
+            args.model,
+            args.prompt,
+            api=args.api,
+            system=args.system,
+            url=args.url,
+            max_tokens=args.max_tokens,
+        )
+    from .checkup import health, smoke
+
+    if args.command == "health":
+        return health(args.url, as_json=args.json, console=_console())
+    try:
+        return smoke(
+            args.url,
+            args.config,
+            args.models,
+            as_json=args.json,
+            timeout_s=args.timeout,
+            console=_console(),
+        )
+    except KeyboardInterrupt:
+        from .client import EXIT_INTERRUPTED
+
+        print("mini-llm: smoke test interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "serve":
         # A masked key (`sk-…abcd`) must not crash a terminal that cannot show `…`.
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, io.TextIOWrapper):
                 stream.reconfigure(errors="replace")
+    if args.command in ("health", "smoke", "chat", "top"):
+        try:
+            return _client_command(args)
+        except BrokenPipeError:  # `mini-llm chat m hi | head -c 10`: the reader left
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_INVALID
+    if args.command in ("check-config", "route"):
         try:
             if args.command == "check-config":
                 return check_config(args.config, as_json=args.json)
@@ -195,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_INVALID
+    # Before prometheus_client is imported: it reads this variable once, on import.
+    drop_inherited(os.environ, worker=os.environ.get(WORKER_VARIABLE) == "1")
     from .server import serve
 
     return serve(

@@ -17,6 +17,7 @@ from .schema import validate
 from .source import ConfigError, Document, Location, Problem, pointer, read_document
 
 AuthStyle = Literal["bearer", "header", "query", "none", "passthrough"]
+ApiFormat = Literal["openai", "anthropic"]
 LogFormat = Literal["text", "json"]
 DEFAULT_CONFIG_NAME = "mini-llm.yaml"
 
@@ -81,15 +82,44 @@ class Provider:
     cooldown: Cooldown = Cooldown()
     models: tuple[str, ...] = ()
     disabled_reason: str | None = None
+    # None: requests go in the format they arrived in (no translation).
+    format: ApiFormat | None = None
+    drop_unsupported: bool = False
+    default_max_tokens: int = 4096
+    # A provider served inside the gateway (`echo`): no base_url, no keys, no network.
+    builtin: str | None = None
 
     @property
     def enabled(self) -> bool:
         return self.disabled_reason is None
 
     def __repr__(self) -> str:
+        if self.builtin:
+            return f"Provider(name={self.name!r}, builtin={self.builtin!r})"
         keys = ", ".join(mask(k) for k in self.keys)
         url = mask_url(self.base_url)
         return f"Provider(name={self.name!r}, base_url={url!r}, keys=[{keys}])"
+
+
+@dataclass(frozen=True)
+class GatewayKey:
+    """A key clients send to use the gateway; only its name is ever shown."""
+
+    name: str
+    key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class GatewayAuth:
+    keys: tuple[GatewayKey, ...] = ()
+    hmac_secret: str = field(default="", repr=False)
+    allow_anonymous: bool = False
+
+    def __repr__(self) -> str:
+        names = ", ".join(k.name for k in self.keys)
+        signing = "on" if self.hmac_secret else "off"
+        anonymous = self.allow_anonymous
+        return f"GatewayAuth(keys=[{names}], signing={signing}, allow_anonymous={anonymous})"
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,11 @@ class Server:
     log_requests: bool = False
     log_format: LogFormat = "text"
     reload: bool = True
+    auth: GatewayAuth = GatewayAuth()
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    client_timeout_s: float = 60.0
+    max_concurrency: int = 1024
 
 
 @dataclass(frozen=True)
@@ -234,7 +269,9 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
     providers: dict[str, Provider] = {}
     for name, raw in mapping(data.get("providers")).items():
         spec = mapping(raw)
-        auth = _auth(spec.get("auth", "bearer"))
+        builtin = spec.get("builtin")
+        # A builtin provider has no credentials to send: auth none, whatever the default.
+        auth = Auth("none") if builtin else _auth(spec.get("auth", "bearer"))
         keys = _split_keys(spec.get("keys"))
         url = str(spec.get("base_url") or "").strip()
         providers[name] = Provider(
@@ -250,7 +287,11 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             retry=_section(Retry, retry, spec.get("retry")),
             cooldown=_section(Cooldown, cooldown, spec.get("cooldown")),
             models=tuple(spec.get("models") or ()),
-            disabled_reason=_disabled_reason(doc, name, url, auth, keys),
+            disabled_reason=None if builtin else _disabled_reason(doc, name, url, auth, keys),
+            builtin=builtin,
+            format=spec.get("format"),
+            drop_unsupported=bool(spec.get("drop_unsupported", False)),
+            default_max_tokens=int(spec.get("default_max_tokens", 4096)),
         )
 
     routes = mapping(data.get("routes"))
@@ -258,7 +299,7 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
     for alias, raw_target in mapping(routes.get("aliases")).items():
         items = raw_target if isinstance(raw_target, list) else [raw_target]
         aliases[alias] = tuple(Target(*t.split(":", 1)) for t in items)
-    server = _section(Server, Server(), data.get("server"))
+    server = _server(mapping(data.get("server")))
     # Only the variables that were actually set (an override's own name always is).
     environment = {
         pointer(loc): used
@@ -276,6 +317,37 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
         ),
         environment=MappingProxyType(environment),
     )
+
+
+def _server(spec: dict[str, Any]) -> Server:
+    auth = mapping(spec.get("auth"))
+    plain = {k: v for k, v in spec.items() if k not in ("auth", "allowed_origins", "allowed_hosts")}
+    server: Server = _section(
+        Server,
+        Server(),
+        plain,
+        {
+            "auth": GatewayAuth(
+                keys=_gateway_keys(auth.get("keys")),
+                hmac_secret=str(auth.get("hmac_secret") or ""),
+                allow_anonymous=bool(auth.get("allow_anonymous", False)),
+            ),
+            "allowed_origins": tuple(o.rstrip("/") for o in spec.get("allowed_origins") or ()),
+            "allowed_hosts": tuple(h.lower() for h in spec.get("allowed_hosts") or ()),
+        },
+    )
+    return server
+
+
+def _gateway_keys(value: Any) -> tuple[GatewayKey, ...]:
+    items = value.split(",") if isinstance(value, str) else (value or [])
+    keys: list[GatewayKey] = []
+    for item in items:
+        if isinstance(item, str) and item.strip():
+            keys.append(GatewayKey(f"key-{len(keys) + 1}", item.strip()))
+        elif isinstance(item, dict) and str(item.get("key") or "").strip():
+            keys.append(GatewayKey(str(item["name"]), str(item["key"]).strip()))
+    return tuple(keys)
 
 
 def _variables_hint(doc: Document, location: Location) -> str:

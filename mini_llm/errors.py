@@ -20,6 +20,9 @@ log = logging.getLogger("mini_llm")
 # OpenAI error `type` and Anthropic error `type` per status.
 _OPENAI_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    408: "timeout_error",
     404: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
@@ -29,6 +32,9 @@ _OPENAI_TYPES = {
 }
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    408: "timeout_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",

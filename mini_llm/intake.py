@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -28,8 +29,19 @@ def request_id_of(request: web.Request) -> str:
     return request_id
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes before and while reading."""
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The request body within `limit` bytes and `timeout` seconds (413, 408)."""
+    if request.content.is_eof():  # all here with the headers: no timer needed
+        return await _read_body(request, limit)
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise ProxyError(
+            408, "request_timeout", f"the request body did not arrive within {timeout:g} s"
+        ) from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None:
         if length > limit:
@@ -55,6 +67,8 @@ def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ProxyError(400, "invalid_json", "request body is not valid JSON") from None
+    except RecursionError:
+        raise ProxyError(400, "invalid_json", "request body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ProxyError(400, "invalid_json", "request body must be a JSON object")
     model = doc.get("model")
@@ -62,10 +76,17 @@ def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
         raise ProxyError(400, "missing_model", "request body has no `model`")
     if not isinstance(model, str):
         raise ProxyError(400, "invalid_model", "`model` must be a string")
+    check_model(model)
+    return model, doc
+
+
+def check_model(model: str) -> None:
+    """A model name we can route and show: 1-256 characters, none of them control ones."""
     if not model:
         raise ProxyError(400, "invalid_model", "`model` must not be empty")
     if len(model) > MAX_MODEL_CHARS:
         raise ProxyError(
             400, "invalid_model", f"`model` must be at most {MAX_MODEL_CHARS} characters"
         )
-    return model, doc
+    if not model.isprintable():
+        raise ProxyError(400, "invalid_model", "`model` must not contain control characters")

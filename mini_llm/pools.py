@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .access import Access
 from .config import Config, Pool, Provider
 from .keys import KeyStore, MemoryKeyStore
 from .routing import RoutingTable
@@ -97,6 +98,7 @@ class Snapshot:
     runtimes: Mapping[str, ProviderRuntime]
     generation: int
     loaded_at: float
+    access: Access
 
     @property
     def config(self) -> Config:
@@ -132,7 +134,8 @@ def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
             ),
         )
     generation = previous.generation + 1 if previous is not None else 1
-    return Snapshot(table, runtimes, generation, time.time())
+    access = Access(table.config.server)
+    return Snapshot(table, runtimes, generation, time.time(), access)
 
 
 def retire_unused(previous: Snapshot, current: Snapshot) -> None:

@@ -28,14 +28,19 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .access import Client
 from .config import Retry
 from .errors import ProxyError, error_response, map_upstream_errors
-from .intake import model_of, read_body
+from .form import form_model, is_form, replace_value
+from .intake import check_model, model_of, read_body
 from .keys import AFTER_PAUSE, NEXT_KEY, Outcome, outcome_of
 from .masking import mask
 from .pools import ProviderRuntime, Snapshot
 from .relay import Relayed, relay
 from .routing import ModelNotFound, Route
+from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Replays, verify
+from .translate import needs_translation
+from .translation import Translation, translation_for
 from .upstream import body_for
 from .usage import Usage, wants_stream_usage, with_stream_usage
 
@@ -77,6 +82,7 @@ class Attempt:
     error: ProxyError | None = None
     # Whether the next target of a chain may do better (tries exhausted, no key, unreachable).
     retryable: bool = False
+    translation: Translation | None = None  # how relay gives a translated answer back
 
     def discard(self) -> None:
         if self.answer is not None:
@@ -91,6 +97,7 @@ class Call:
         "body",
         "doc",
         "fallbacks",
+        "form_span",
         "outcomes",
         "request",
         "request_id",
@@ -111,6 +118,7 @@ class Call:
         body: bytes,
         doc: dict[str, Any],
         route: Route,
+        form_span: tuple[int, int] | None = None,
     ) -> None:
         self.request = request
         self.request_id = request_id
@@ -118,13 +126,15 @@ class Call:
         self.body = body
         self.doc = doc
         self.route = route
+        self.form_span = form_span  # where the model is in a multipart body
         self.tail = request.rel_url.raw_path[3:]  # after "/v1", still percent-encoded
         self.sent = 0  # upstream requests made so far
         self.started: float = request.get(STARTED) or time.perf_counter()
         self.waited = 0.0  # seconds awaiting upstream answers' headers, and retry pauses
         self.outcomes: list[tuple[str, Outcome]] = []
         self.fallbacks: list[tuple[str, str]] = []
-        # The upstream path is the client's: an OpenAI chat stream is one upstream too.
+        # An OpenAI chat stream that did not ask for usage; when the provider speaks the
+        # client's format (no translation), the upstream path is the client's.
         self.ask_usage = wants_stream_usage(self.tail, doc)
         self.strip_usage = False  # the usage chunk of the last target's answer is ours
 
@@ -174,8 +184,18 @@ class Call:
         """Tries on one target: each with a key that is not resting, pauses after failures."""
         provider = runtime.provider
         needs_key = provider.auth.needs_key
-        self.strip_usage = self.ask_usage and provider.stream_usage
-        if self.strip_usage:
+        translation = None
+        self.strip_usage = False
+        if needs_translation(self.request.path, provider.format):
+            try:
+                translation = translation_for(self.request.path, self.doc, provider, model)
+            except ProxyError as err:
+                return Attempt(Served(route, provider.name, None, self.sent), None, err)
+            body = translation.body
+        elif self.form_span is not None and model != self.route.model:
+            body = replace_value(self.body, self.form_span, model)
+        elif self.ask_usage and provider.stream_usage:
+            self.strip_usage = True
             body = with_stream_usage(self.doc, model)
         else:
             body = body_for(self.body, self.doc, self.route.model, model)
@@ -198,27 +218,27 @@ class Call:
                 self.sent += 1
                 served = Served(route, provider.name, key, self.sent)
                 try:
-                    answer = await self.send(runtime, body, key)
+                    answer = await self.send(runtime, body, key, translation)
                 except ProxyError as err:
                     self.outcomes.append((provider.name, err.outcome or "connect_error"))
                     if not err.retryable or tries_left <= 0:
-                        return Attempt(served, None, err, err.retryable)
+                        return Attempt(served, None, err, err.retryable, translation)
                     await self.pause(next(waits))
                     continue
                 if key is None:  # no key of ours to rest or rotate: 429 and 401 are answers
                     outcome = outcome_of(answer.status)
                     if outcome in NEXT_KEY:
-                        return Attempt(served, answer)
+                        return Attempt(served, answer, None, False, translation)
                 else:
                     outcome = runtime.keys.report(
                         key, answer.status, answer.headers, provider.cooldown
                     )
                 self.outcomes.append((provider.name, outcome))
                 if outcome not in NEXT_KEY and outcome not in AFTER_PAUSE:
-                    return Attempt(served, answer)
+                    return Attempt(served, answer, None, False, translation)
                 if tries_left <= 0:
-                    return Attempt(served, answer, None, True)
-                held = Attempt(served, answer, None, True)
+                    return Attempt(served, answer, None, True, translation)
+                held = Attempt(served, answer, None, True, translation)
                 if outcome in AFTER_PAUSE:  # a resting key is retried at once, with the next
                     await self.pause(next(waits))
         finally:
@@ -231,19 +251,28 @@ class Call:
         self.waited += seconds
 
     async def send(
-        self, runtime: ProviderRuntime, body: bytes, key: str | None
+        self,
+        runtime: ProviderRuntime,
+        body: bytes,
+        key: str | None,
+        translation: Translation | None = None,
     ) -> aiohttp.ClientResponse:
         """One upstream request; its failures before an answer become 502 or 504."""
         request = self.request
         upstream = runtime.upstream
+        tail = self.tail
+        headers = upstream.headers(request.headers.items(), key)
+        if translation is not None:  # to the other format's endpoint, with its headers
+            tail = translation.tail
+            headers = translation.headers(headers)
         asked = time.perf_counter()
         try:
             with map_upstream_errors(runtime.provider.name):
                 return await runtime.connections.session.request(
                     request.method,
-                    upstream.url(self.tail, request.rel_url.raw_query_string, key),
+                    upstream.url(tail, request.rel_url.raw_query_string, key),
                     data=body,
-                    headers=upstream.headers(request.headers.items(), key),
+                    headers=headers,
                     timeout=runtime.timeout,
                     allow_redirects=False,
                 )
@@ -278,20 +307,38 @@ def pauses(retry: Retry) -> Iterator[float]:
 
 
 async def handle(
-    request: web.Request, request_id: str, snapshot: Snapshot, max_body: int
+    request: web.Request, request_id: str, snapshot: Snapshot, client: Client | None
 ) -> tuple[web.StreamResponse, Served]:
     """Serve one routed POST on the table it started with; the answer and what gave it."""
     path = request.path
+    server = snapshot.config.server
     try:
-        body = await read_body(request, max_body)
-        model, doc = model_of(body)
+        body = await read_body(request, server.max_body_bytes, server.client_timeout_s)
+        if snapshot.access.hmac_secret:
+            _check_signature(request, body, snapshot.access.hmac_secret, request.app)
+        form_span = None
+        if is_form(request.content_type):
+            model, form_span = form_model(body, request.headers.get("Content-Type", ""))
+            check_model(model)
+            doc: dict[str, Any] = {}
+        else:
+            model, doc = model_of(body)
         try:
             route = snapshot.table.resolve(model)
         except ModelNotFound as exc:
             raise ProxyError(404, "model_not_found", str(exc)) from None
+        if client is not None and client.via != "x-mini-llm-key":
+            _check_passthrough(snapshot, route)
     except ProxyError as err:
-        return error_response(path, request_id, "-", err), Served()
-    call = Call(request, request_id, snapshot, body, doc, route)
+        refused = error_response(path, request_id, "-", err)
+        if err.status == 408:  # the rest of the body is not waited for: answer and hang up
+            refused.force_close()
+            await refused.prepare(request)
+            await refused.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+        return refused, Served()
+    call = Call(request, request_id, snapshot, body, doc, route, form_span)
     with ExitStack() as stack:  # the pools in use until the answer is relayed
         attempt = await call.forward(stack)
         served = attempt.served
@@ -307,9 +354,47 @@ async def handle(
                 served.provider or "-",
                 request_id,
                 served.route,
+                attempt.translation,
                 since=call.started + call.waited,
                 strip_usage=call.strip_usage,
             )
         except ProxyError as err:
             return error_response(path, request_id, served.route, err), call.served(served)
         return relayed.response, call.served(served, relayed)
+
+
+REPLAYS = web.AppKey("replays", Replays)
+
+
+def _check_signature(request: web.Request, body: bytes, secret: str, app: web.Application) -> None:
+    headers = request.headers
+    problem = verify(
+        secret,
+        request.method,
+        request.rel_url.raw_path,
+        body,
+        headers.get(TIMESTAMP_HEADER),
+        headers.get(SIGNATURE_HEADER),
+        app[REPLAYS],
+    )
+    if problem is not None:
+        raise ProxyError(401, problem, _SIGNATURE_MESSAGES[problem])
+
+
+_SIGNATURE_MESSAGES = {
+    "signature_required": "requests must be signed: send x-timestamp and x-signature",
+    "signature_expired": "x-timestamp is more than 300 s away from the gateway's clock",
+    "invalid_signature": "x-signature does not match the request",
+    "replayed_request": "this signature was already used: sign every request anew",
+}
+
+
+def _check_passthrough(snapshot: Snapshot, route: Route) -> None:
+    providers = snapshot.table.providers
+    if any(providers[t.provider].auth.style == "passthrough" for t in route.targets):
+        raise ProxyError(
+            401,
+            "authentication_error",
+            "this model passes your own Authorization / x-api-key to the provider: "
+            "send the gateway key in x-mini-llm-key",
+        )

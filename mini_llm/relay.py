@@ -9,6 +9,7 @@ is left of a request's time once the waits on the upstream are taken out.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import NamedTuple
@@ -18,6 +19,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .errors import ProxyError, stream_error_event
+from .translate import (
+    DROPPED_HEADER,
+    RESPONSE_HEADERS_TO_DROP,
+    content_type,
+    translate_answer,
+    translate_error,
+)
+from .translation import Translation
 from .upstream import HOP_BY_HOP
 from .usage import Usage, UsageScanner, scanner_for
 
@@ -63,6 +72,7 @@ async def relay(
     provider: str,
     request_id: str,
     route: str,
+    translation: Translation | None = None,
     *,
     since: float,
     strip_usage: bool = False,
@@ -73,15 +83,15 @@ async def relay(
     moved on by the time already spent waiting on the upstream). `strip_usage`: the usage
     chunk of this OpenAI stream was asked for by the gateway, not by the client.
     """
+    if translation is not None:
+        return await _translated(request, upstream, provider, request_id, route, translation, since)
     headers = response_headers(upstream, request_id, route)
-    content_type = upstream.content_type
-    event_stream = content_type == "text/event-stream"
+    kind = upstream.content_type
+    event_stream = kind == "text/event-stream"
     if event_stream:
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
-    scanner = scanner_for(
-        upstream.status, content_type, upstream.headers.get("Content-Encoding"), strip_usage
-    )
+    scanner = _scanner(upstream, strip_usage)
     length = upstream.content_length
     if not event_stream and length is not None and length <= WHOLE_ANSWER_MAX_BYTES:
         return await _whole(upstream, provider, headers, scanner)
@@ -136,6 +146,12 @@ def _usage(scanner: UsageScanner | None) -> Usage | None:
     return scanner.usage if scanner is not None else None
 
 
+def _scanner(upstream: aiohttp.ClientResponse, strip: bool = False) -> UsageScanner | None:
+    """What reads the usage of this answer, in the provider's own format."""
+    encoding = upstream.headers.get("Content-Encoding")
+    return scanner_for(upstream.status, upstream.content_type, encoding, strip)
+
+
 async def _whole(
     upstream: aiohttp.ClientResponse,
     provider: str,
@@ -162,6 +178,113 @@ async def _whole(
         return Relayed(response, None, waited, None)
     scanner.feed(body)
     return Relayed(response, scanner.usage, waited, None)
+
+
+async def _translated(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    provider: str,
+    request_id: str,
+    route: str,
+    translation: Translation,
+    since: float,
+) -> Relayed:
+    """An answer in the provider's format, rewritten into the client's as it arrives."""
+    headers = response_headers(upstream, request_id, route)
+    for name in RESPONSE_HEADERS_TO_DROP:
+        headers.popall(name, None)
+    if translation.dropped:
+        headers[DROPPED_HEADER] = ", ".join(translation.dropped)
+    if upstream.status < 400 and upstream.content_type == "text/event-stream":
+        return await _translated_stream(request, upstream, provider, headers, translation, since)
+    scanner = _scanner(upstream)
+    asked = time.perf_counter()
+    try:
+        body = await upstream.read()
+    except BROKEN_OFF as exc:
+        log_broken_off(provider, exc)
+        raise ProxyError(
+            502, "upstream_error", f"provider `{provider}` broke off its answer"
+        ) from None
+    finally:
+        upstream.close()
+    waited = time.perf_counter() - asked
+    if scanner is not None:
+        scanner.feed(body)
+    if upstream.status >= 400:
+        body = translate_error(upstream.status, body, to=translation.client)
+    else:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise ProxyError(502, "upstream_error", f"provider `{provider}` answered no JSON")
+        answer = translate_answer(doc, to=translation.client, client_model=translation.client_model)
+        body = json.dumps(answer, ensure_ascii=False).encode()
+    headers["Content-Type"] = content_type(False)
+    response = web.Response(
+        status=upstream.status, reason=upstream.reason, headers=headers, body=body
+    )
+    return Relayed(response, _usage(scanner), waited, None)
+
+
+async def _translated_stream(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    provider: str,
+    headers: CIMultiDict[str],
+    translation: Translation,
+    since: float,
+) -> Relayed:
+    headers["Content-Type"] = content_type(True)
+    headers["Cache-Control"] = "no-cache"
+    headers["X-Accel-Buffering"] = "no"
+    stream = translation.stream()
+    scanner = _scanner(upstream)  # the provider's events, before translation
+    clock = time.perf_counter
+    waited = 0.0
+    first_byte_at: float | None = None
+    headers[OVERHEAD_HEADER] = f"{(clock() - since) * 1000:.2f}"
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    read = upstream.content.readany
+    try:
+        await response.prepare(request)
+        while True:
+            asked = clock()
+            try:
+                chunk = await read()
+            except BROKEN_OFF as exc:
+                log_broken_off(provider, exc)
+                await response.write(stream.fail(_BROKE_OFF))
+                break
+            waited += clock() - asked
+            if not chunk:
+                await response.write(stream.close())
+                break
+            if scanner is not None:
+                scanner.feed(chunk)
+            out = stream.feed(chunk)
+            if out:
+                await response.write(out)
+                if first_byte_at is None:
+                    first_byte_at = clock()
+        await response.write_eof()
+    except ConnectionResetError:
+        log.debug("client went away during the response")
+    except Exception:
+        log.exception("internal error relaying the translated answer of %s", provider)
+        try:
+            await response.write(stream.fail("the gateway failed while relaying the answer"))
+            await response.write_eof()
+        except Exception:  # the client may be gone too: nothing left to tell it
+            log.debug("could not end the translated stream", exc_info=True)
+    finally:
+        upstream.close()
+    return Relayed(response, _usage(scanner), waited, first_byte_at)
+
+
+_BROKE_OFF = "the upstream stream broke off before it was complete"
 
 
 async def _end_broken(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import watchfiles
 
+from .access import exposure_problem
 from .app import State
 from .config import Config, load_config
 from .source import ConfigError
@@ -67,6 +68,12 @@ class Reloader:
                 self.reloaded(False)
                 return False
             config = self._keep_restart_only(self.adjust(config))
+            exposed = exposure_problem(config.server)
+            if exposed is not None:
+                log.error("kept generation %d: %s", self.state.current.generation, exposed)
+                self.state.last_error = exposed
+                self.reloaded(False)
+                return False
             snapshot = self.state.install(config)
             self.reloaded(True)
             log.info(

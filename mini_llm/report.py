@@ -12,6 +12,7 @@ from rich.table import Table
 from .config import Config
 from .masking import mask_url
 from .routing import ModelNotFound, RoutingTable
+from .translate import needs_translation, translated_path
 
 
 def config_facts(config: Config) -> dict[str, Any]:
@@ -21,6 +22,7 @@ def config_facts(config: Config) -> dict[str, Any]:
         providers[name] = {
             "enabled": p.enabled,
             "disabled_reason": p.disabled_reason,
+            "builtin": p.builtin,
             "base_url": mask_url(p.base_url),
             "auth": p.auth.describe(),
             "keys": len(p.keys),
@@ -62,8 +64,9 @@ def print_config(console: Console, facts: dict[str, Any]) -> None:
             if p["enabled"]
             else f"[yellow]disabled[/]: {escape(p['disabled_reason'])}"
         )
+        where = f"builtin:{p['builtin']} (inside the gateway)" if p["builtin"] else p["base_url"]
         providers.add_row(
-            escape(name), status, escape(p["base_url"] or "-"), escape(p["auth"]), str(p["keys"])
+            escape(name), status, escape(where or "-"), escape(p["auth"]), str(p["keys"])
         )
     console.print(providers)
 
@@ -115,16 +118,31 @@ def route_facts(table: RoutingTable, model: str, path: str) -> dict[str, Any]:
         provider = table.providers[target.provider]
         upstream = table.upstreams[target.provider]
         key = provider.keys[0] if provider.keys else None
+        translation = "none"
+        upstream_tail = tail
+        if needs_translation(path, provider.format):
+            assert provider.format is not None
+            other = translated_path(path, to=provider.format)
+            translation = "unsupported" if other is None else "translated"
+            if other is not None:
+                upstream_tail = other.removeprefix("/v1")
+        if provider.builtin:
+            url: str | None = f"builtin:{provider.builtin}{upstream_tail}"  # answered in-process
+        else:
+            url = upstream.shown_url(upstream_tail, key) if provider.base_url else None
         targets.append(
             {
                 "provider": target.provider,
                 "model": target.model,
                 "enabled": provider.enabled,
                 "disabled_reason": provider.disabled_reason,
-                "url": upstream.shown_url(tail, key) if provider.base_url else None,
+                "builtin": provider.builtin,
+                "url": url,
                 "headers": dict(upstream.shown_headers(key)),
                 "keys": len(provider.keys),
                 "body_rewritten": target.model != model,
+                "format": provider.format,
+                "translation": translation,
             }
         )
     return {
@@ -160,8 +178,26 @@ def print_route(console: Console, facts: dict[str, Any]) -> None:
         table.add_row("provider", f"{escape(t['provider'])} ({status})")
         note = "" if not t["body_rewritten"] else "  [dim](body rewritten)[/]"
         table.add_row("upstream model", escape(t["model"]) + note)
-        table.add_row("url", escape(t["url"] or "-"))
+        if t["format"] is not None:
+            table.add_row("format", escape(_format_note(t["format"], t["translation"])))
+        builtin = "  [dim](answered inside the gateway, no network)[/]" if t["builtin"] else ""
+        table.add_row("url", escape(t["url"] or "-") + builtin)
         for name, value in t["headers"].items():
             table.add_row(escape(f"header {name}"), escape(value))
-        table.add_row("keys", str(t["keys"]) + (" (round-robin)" if t["keys"] > 1 else ""))
+        if t["builtin"]:
+            table.add_row("keys", "none needed")
+        else:
+            table.add_row("keys", str(t["keys"]) + (" (round-robin)" if t["keys"] > 1 else ""))
         console.print(table)
+
+
+_FORMAT_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
+
+
+def _format_note(provider_format: str, translation: str) -> str:
+    other = "anthropic" if provider_format == "openai" else "openai"
+    if translation == "translated":
+        return f"{provider_format} ({_FORMAT_NAMES[other]}-format requests are translated)"
+    if translation == "unsupported":
+        return f"{provider_format} (this endpoint has no {provider_format} counterpart: 400)"
+    return f"{provider_format} (same format: passed through)"

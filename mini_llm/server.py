@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from . import accesslog
+from .access import exposure_problem
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
 from .observe import METRICS
@@ -130,6 +131,10 @@ def serve(
         "reload": reload,
     }
     config = apply_flags(config, **flags)
+    exposed = exposure_problem(config.server)
+    if exposed is not None:
+        print(f"mini-llm: {exposed}; not started", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
     worker = environ.get(WORKER_VARIABLE) == "1"
     server = config.server
     try:
@@ -167,6 +172,8 @@ async def _run(
         handler_cancellation=True,  # a client that leaves cancels its upstream request
         access_log=None,
         shutdown_timeout=config.server.shutdown_grace_s,
+        # Also closes a connection whose headers never complete (set at start-up only).
+        keepalive_timeout=config.server.client_timeout_s,
     )
     await runner.setup()
     site = web.SockSite(runner, sock)

@@ -26,7 +26,14 @@ HOP_BY_HOP = frozenset(
     }
 )
 CLIENT_CREDENTIALS = frozenset({"authorization", "x-api-key", "api-key"})
-_ALWAYS_DROPPED = HOP_BY_HOP | {"host", "content-length"}
+# The gateway's own credentials and signature never leave it.
+_ALWAYS_DROPPED = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "x-mini-llm-key",
+    "x-timestamp",
+    "x-signature",
+}
 
 
 class Upstream:

@@ -472,12 +472,36 @@ def test_packaged_default_when_there_is_no_file(tmp_path: Path) -> None:
     assert result.returncode == 0
     facts = json.loads(result.stdout)
     assert facts["path"] == str(packaged_default())
-    assert set(facts["providers"]) == {"openai", "anthropic", "nebius", "deepinfra", "custom"}
+    assert set(facts["providers"]) == {
+        "openai",
+        "anthropic",
+        "nebius",
+        "deepinfra",
+        "custom",
+        "echo",
+    }
     assert facts["routes"]["default"] == "openai"
-    assert len(facts["warnings"]) == 5  # no keys in this environment: every provider disabled
+    # No keys in this environment: every provider but the builtin echo is disabled.
+    assert len(facts["warnings"]) == 5
+    echo = facts["providers"]["echo"]
+    assert (echo["enabled"], echo["builtin"], echo["keys"]) == (True, "echo", 0)
+    assert facts["routes"]["aliases"]["demo"] == ["echo:echo-1"]
     custom = facts["providers"]["custom"]
     assert "CUSTOM_PROVIDER_URL" in custom["disabled_reason"]
     assert "CUSTOM_PROVIDER_KEY" in custom["disabled_reason"]
+
+
+def test_default_table_routes_demo_to_the_builtin_echo(tmp_path: Path) -> None:
+    shown = run("route", "demo", cwd=tmp_path)
+    assert shown.returncode == 0
+    assert "builtin:echo/chat/completions" in shown.stdout
+    assert "answered inside the gateway" in shown.stdout
+    table = run("check-config", cwd=tmp_path)
+    assert "builtin:echo (inside the gateway)" in table.stdout
+    facts = json.loads(run("route", "demo", "--json", cwd=tmp_path).stdout)
+    [target] = facts["targets"]
+    assert (target["provider"], target["model"], target["builtin"]) == ("echo", "echo-1", "echo")
+    assert (target["enabled"], target["headers"]) == (True, {})
 
 
 def test_default_table_with_keys(tmp_path: Path) -> None:

@@ -254,8 +254,9 @@ def test_invalid_config_raises_with_its_lines(tmp_path: Path) -> None:
 
 def test_a_child_that_exits_raises_with_its_output(config: Path) -> None:
     # 192.0.2.1 (TEST-NET-1) is nobody's address: the bind fails after the config loaded.
+    anonymous = {"MINI_LLM__SERVER__AUTH__ALLOW_ANONYMOUS": "true"}  # not loopback
     with pytest.raises(GatewayStartError) as caught:
-        Gateway(config, host="192.0.2.1", port=0).start()
+        Gateway(config, host="192.0.2.1", port=0, env=anonymous).start()
     assert caught.value.returncode == 1
     assert "cannot listen on 192.0.2.1" in caught.value.output_tail
 

@@ -48,7 +48,14 @@ def test_readme_lists_every_example() -> None:
 
 def test_default_table_is_the_spec_table() -> None:
     config = load_config(REPO / "mini-llm.yaml", {"OPENAI_API_KEY": "sk-test-000000000000"})
-    assert list(config.providers) == ["openai", "anthropic", "nebius", "deepinfra", "custom"]
+    assert list(config.providers) == [
+        "openai",
+        "anthropic",
+        "nebius",
+        "deepinfra",
+        "custom",
+        "echo",
+    ]
     assert config.server.port == 3333
     assert config.providers["anthropic"].headers == (("anthropic-version", "2023-06-01"),)
     table = compile_routes(config)
@@ -56,6 +63,9 @@ def test_default_table_is_the_spec_table() -> None:
         "anthropic:claude-3-5-sonnet-20241022"
     )
     assert table.resolve("something-else").rule == "default"
+    # A fresh gateway answers `demo` with no key at all.
+    assert str(table.resolve("demo").targets[0]) == "echo:echo-1"
+    assert config.providers["echo"].enabled
 
 
 def test_passy_is_driven_by_the_environment() -> None:

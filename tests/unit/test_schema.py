@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -14,7 +15,7 @@ from mini_llm import config as cfg
 from mini_llm.schema import schema_path, validate
 from mini_llm.source import parse_document
 
-from ..helpers import REPO
+from ..helpers import REPO, load
 
 
 def schema() -> dict[str, Any]:
@@ -247,3 +248,36 @@ def test_alias_target_shape() -> None:
 
 def test_top_level_must_be_a_mapping() -> None:
     assert check("- a\n- b\n") == [(1, 1, "expected a mapping, got a list", "/")]
+
+
+def test_builtin_provider_needs_no_url_keys_or_auth(tmp_path: Path) -> None:
+    text = "version: 1\nproviders:\n  echo: {builtin: echo}\n"
+    assert check(text) == []
+    config = load(tmp_path, text)
+    echo = config.providers["echo"]
+    assert (echo.builtin, echo.enabled, echo.auth.style, echo.keys) == ("echo", True, "none", ())
+    assert config.warnings == ()
+    assert "builtin='echo'" in repr(echo)
+
+
+def test_builtin_provider_problems() -> None:
+    assert check(
+        """\
+        version: 1
+        providers:
+          a: {builtin: echoo}
+          b:
+            builtin: echo
+            base_url: http://127.0.0.1:1/v1
+            keys: sk-live-SECRET-0000
+            auth: bearer
+          c: {auth: none}
+        """
+    ) == [
+        (3, 16, "`echoo` is not one of: echo; did you mean `echo`?", "/providers/a/builtin"),
+        (6, 15, "`http://127.0.0.1:1/v1` is not used by a builtin provider; remove `base_url`",
+         "/providers/b/base_url"),
+        (7, 11, "is not used by a builtin provider; remove `keys`", "/providers/b/keys"),
+        (8, 11, "`bearer` is not used by a builtin provider; remove `auth`", "/providers/b/auth"),
+        (9, 3, "missing required key `base_url`", "/providers/c"),
+    ]  # fmt: skip
