@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .errors import ProxyError, stream_error_event
 from .translate import (
@@ -27,6 +28,30 @@ from .upstream import HOP_BY_HOP
 
 log = logging.getLogger("mini_llm")
 
+
+class Body(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+class Answer(Protocol):
+    """What relay reads of an answer: aiohttp's ClientResponse, or a builtin provider's."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def content(self) -> Body: ...
+    async def read(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
 # Answers up to this size with a Content-Length are read whole and sent in one write.
 WHOLE_ANSWER_MAX_BYTES = 64 * 1024
 _RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
@@ -34,9 +59,7 @@ _RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
 BROKEN_OFF = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 
-def response_headers(
-    upstream: aiohttp.ClientResponse, request_id: str, route: str
-) -> CIMultiDict[str]:
+def response_headers(upstream: Answer, request_id: str, route: str) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones, plus the gateway's own."""
     headers = CIMultiDict[str]()
     for name, value in upstream.headers.items():
@@ -52,7 +75,7 @@ def response_headers(
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     provider: str,
     request_id: str,
     route: str,
@@ -98,9 +121,7 @@ async def relay(
     return response
 
 
-async def _whole(
-    upstream: aiohttp.ClientResponse, provider: str, headers: CIMultiDict[str]
-) -> web.Response:
+async def _whole(upstream: Answer, provider: str, headers: CIMultiDict[str]) -> web.Response:
     """A small, complete answer goes out in one write: status, headers and body together."""
     try:
         body = await upstream.read()
@@ -117,7 +138,7 @@ async def _whole(
 
 async def _translated(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     provider: str,
     request_id: str,
     route: str,
@@ -157,7 +178,7 @@ async def _translated(
 
 async def _translated_stream(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     provider: str,
     headers: CIMultiDict[str],
     translation: Translation,
