@@ -52,7 +52,9 @@ class State:
         if previous is not None:
             retire_unused(previous, snapshot)
         self._connections = {c for c in self._connections if not c.session.closed}
-        self._connections.update(r.connections for r in snapshot.runtimes.values())
+        self._connections.update(
+            r.connections for r in snapshot.runtimes.values() if r.connections is not None
+        )
         return snapshot
 
     async def close(self) -> None:

@@ -79,7 +79,7 @@ class ProviderRuntime:
 
     provider: Provider
     upstream: Upstream
-    connections: Connections
+    connections: Connections | None  # None: a builtin provider, answered in-process
     keys: KeyStore
     timeout: aiohttp.ClientTimeout
 
@@ -110,10 +110,17 @@ def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
     old = previous.runtimes if previous is not None else {}
     runtimes: dict[str, ProviderRuntime] = {}
     for name, provider in table.providers.items():
-        if not provider.base_url:
+        if not provider.base_url and not provider.builtin:
             continue
         before = old.get(name)
-        if before is not None and _session_identity(before.provider) == _session_identity(provider):
+        connections: Connections | None = None
+        if provider.builtin:
+            pass
+        elif (
+            before is not None
+            and before.connections is not None
+            and _session_identity(before.provider) == _session_identity(provider)
+        ):
             connections = before.connections
         else:
             connections = Connections(provider.pool)
@@ -142,6 +149,6 @@ def retire_unused(previous: Snapshot, current: Snapshot) -> None:
     """Retire the sessions the new snapshot no longer uses (after their requests finish)."""
     kept = {id(r.connections) for r in current.runtimes.values()}
     for name, runtime in previous.runtimes.items():
-        if id(runtime.connections) not in kept:
+        if runtime.connections is not None and id(runtime.connections) not in kept:
             log.info("closing the connection pool of provider %s once its requests end", name)
             runtime.connections.retire()

@@ -25,18 +25,18 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from .access import Client
 from .config import Retry
+from .echo import echo_exchange
 from .errors import ProxyError, error_response, map_upstream_errors
 from .form import form_model, is_form, replace_value
 from .intake import check_model, model_of, read_body
 from .keys import AFTER_PAUSE, NEXT_KEY, Outcome, outcome_of
 from .masking import mask
 from .pools import ProviderRuntime, Snapshot
-from .relay import Relayed, relay
+from .relay import Answer, Relayed, relay
 from .routing import ModelNotFound, Route
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Replays, verify
 from .translate import needs_translation
@@ -78,7 +78,7 @@ class Attempt:
     """What the tries on one target came to: an upstream answer to relay, or our own error."""
 
     served: Served
-    answer: aiohttp.ClientResponse | None = None
+    answer: Answer | None = None
     error: ProxyError | None = None
     # Whether the next target of a chain may do better (tries exhausted, no key, unreachable).
     retryable: bool = False
@@ -166,7 +166,8 @@ class Call:
                     if last is None:  # an unusable target never hides what a usable one said
                         last = _disabled(str(target), provider.disabled_reason)
                     continue
-                stack.enter_context(runtime.connections.in_use())
+                if runtime.connections is not None:
+                    stack.enter_context(runtime.connections.in_use())
                 attempt = await self.tries(runtime, str(target), target.model)
                 if last is not None:
                     last.discard()
@@ -256,7 +257,7 @@ class Call:
         body: bytes,
         key: str | None,
         translation: Translation | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Answer:
         """One upstream request; its failures before an answer become 502 or 504."""
         request = self.request
         upstream = runtime.upstream
@@ -267,6 +268,8 @@ class Call:
             headers = translation.headers(headers)
         asked = time.perf_counter()
         try:
+            if runtime.connections is None:  # a builtin provider, answered in-process
+                return await echo_exchange(request.method, tail, dict(headers), body)
             with map_upstream_errors(runtime.provider.name):
                 return await runtime.connections.session.request(
                     request.method,

@@ -12,11 +12,11 @@ import asyncio
 import json
 import logging
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .errors import ProxyError, stream_error_event
 from .translate import (
@@ -31,6 +31,30 @@ from .upstream import HOP_BY_HOP
 from .usage import Usage, UsageScanner, scanner_for
 
 log = logging.getLogger("mini_llm")
+
+
+class Body(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+class Answer(Protocol):
+    """What relay reads of an answer: aiohttp's ClientResponse, or a builtin provider's."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def content(self) -> Body: ...
+    async def read(self) -> bytes: ...
+    def close(self) -> None: ...
+
 
 # Answers up to this size with a Content-Length are read whole and sent in one write.
 WHOLE_ANSWER_MAX_BYTES = 64 * 1024
@@ -50,9 +74,7 @@ class Relayed(NamedTuple):
     first_byte_at: float | None  # perf_counter() when a stream's first bytes went out
 
 
-def response_headers(
-    upstream: aiohttp.ClientResponse, request_id: str, route: str
-) -> CIMultiDict[str]:
+def response_headers(upstream: Answer, request_id: str, route: str) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones, plus the gateway's own."""
     headers = CIMultiDict[str]()
     for name, value in upstream.headers.items():
@@ -68,7 +90,7 @@ def response_headers(
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     provider: str,
     request_id: str,
     route: str,
@@ -146,14 +168,14 @@ def _usage(scanner: UsageScanner | None) -> Usage | None:
     return scanner.usage if scanner is not None else None
 
 
-def _scanner(upstream: aiohttp.ClientResponse, strip: bool = False) -> UsageScanner | None:
+def _scanner(upstream: Answer, strip: bool = False) -> UsageScanner | None:
     """What reads the usage of this answer, in the provider's own format."""
     encoding = upstream.headers.get("Content-Encoding")
     return scanner_for(upstream.status, upstream.content_type, encoding, strip)
 
 
 async def _whole(
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     provider: str,
     headers: CIMultiDict[str],
     scanner: UsageScanner | None,
@@ -182,7 +204,7 @@ async def _whole(
 
 async def _translated(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     provider: str,
     request_id: str,
     route: str,
@@ -231,7 +253,7 @@ async def _translated(
 
 async def _translated_stream(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     provider: str,
     headers: CIMultiDict[str],
     translation: Translation,
