@@ -368,3 +368,81 @@ def test_a_parents_multiprocess_folder_is_left_alone(
     samples = scrape(gateway.url)
     assert samples["mini_llm_requests_total"] == {req("chat_completions", "m", "mock", "200"): 1}
     assert list(folder.iterdir()) == []
+
+
+GATEWAY_KEY = "gw-passy-0123456789abcdef"
+
+
+def test_gateway_keys_translation_and_the_echo_provider(
+    start_gateway: GatewayFactory, upstream: MockUpstream
+) -> None:
+    gateway = start_gateway(
+        f"""version: 1
+server:
+  reload: false
+  log_requests: true
+  log_format: json
+  auth:
+    keys: [{{name: passy, key: "{GATEWAY_KEY}"}}]
+providers:
+  mock:
+    base_url: {upstream.url}
+    keys: sk-mock-key-00000001
+    format: openai
+  anth:
+    base_url: {upstream.url}
+    auth: {{style: header, header: x-api-key}}
+    keys: sk-anth-key-00000002
+    format: anthropic
+  echo:
+    builtin: echo
+routes:
+  aliases:
+    to-openai: mock:gpt-x
+    to-anthropic: anth:claude-x
+    demo: echo:echo-1
+"""
+    )
+    key = {"x-mini-llm-key": GATEWAY_KEY}
+    assert httpx.get(gateway.url + "/metrics").status_code == 401
+    refused = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "demo"})
+    assert refused.status_code == 401
+    with httpx.Client(base_url=gateway.url, headers=key, timeout=10) as http:
+        messages = [{"role": "user", "content": "say hello to the gateway"}]
+        # An Anthropic client, an OpenAI provider: the translation asks for usage itself.
+        body = {"model": "to-openai", "max_tokens": 5, "messages": messages, "stream": True}
+        translated = http.post("/v1/messages", json=body, headers={"x-request-id": "req-tr"})
+        assert translated.status_code == 200 and "event: message_stop" in translated.text
+        assert upstream.requests[-1].json["stream_options"] == {"include_usage": True}
+        assert chat(http, "to-anthropic").status_code == 200
+        assert chat(http, "demo").status_code == 200
+        streamed = http.post(
+            "/v1/chat/completions", json={"model": "demo", "messages": messages, "stream": True}
+        )
+        samples = scrape(http)
+    chunks = [
+        json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")
+    ]
+    assert chunks and all(c["choices"] for c in chunks)  # the echo's usage chunk: ours, removed
+
+    assert samples["mini_llm_requests_total"] == {
+        req("chat_completions", "-", "-", "401"): 1,  # refused before routing, counted
+        req("messages", "to-openai", "mock", "200"): 1,
+        req("chat_completions", "to-anthropic", "anth", "200"): 1,
+        req("chat_completions", "demo", "echo", "200"): 2,
+    }
+    tokens = samples["mini_llm_tokens_total"]
+    assert tokens[L(provider="mock", model="gpt-x", type="input")] == 5  # the mock's usage chunk
+    assert tokens[L(provider="mock", model="gpt-x", type="output")] == 3
+    assert tokens[L(provider="anth", model="claude-x", type="input")] == 3
+    assert tokens[L(provider="anth", model="claude-x", type="output")] == 3
+    echoed = tokens[L(provider="echo", model="echo-1", type="output")]
+    assert echoed > 0 and echoed % 2 == 0  # the same answer twice, JSON then streamed
+
+    assert gateway.wait_stderr('"request_id": "req-tr"')
+    lines = [json.loads(x) for x in gateway.stderr().splitlines() if x.startswith("{")]
+    line = next(x for x in lines if x["request_id"] == "req-tr")
+    assert line["client"] == "passy" and line["route"] == "to-openai"
+    assert (line["input_tokens"], line["output_tokens"]) == (5, 3)
+    assert next(x for x in lines if x["status"] == 401)["client"] is None
+    assert GATEWAY_KEY not in gateway.stderr()
