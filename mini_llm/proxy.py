@@ -16,7 +16,6 @@ usage and time to first byte in `relay`; metrics and the access log (observe.py)
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import random
 import time
@@ -140,15 +139,19 @@ class Call:
 
     def served(self, served: Served, relayed: Relayed | None = None) -> Served:
         """What served the request, with what was learnt on the way."""
-        return dataclasses.replace(
-            served,
-            rule=self.route.label,
-            upstream_model=served.route.partition(":")[2] or None,
-            outcomes=tuple(self.outcomes),
-            fallbacks=tuple(self.fallbacks),
-            waited=self.waited + (relayed.waited if relayed is not None else 0.0),
-            usage=relayed.usage if relayed is not None else None,
-            first_byte_at=relayed.first_byte_at if relayed is not None else None,
+        route = served.route
+        return Served(
+            route,
+            served.provider,
+            served.key,
+            served.tries,
+            self.route.label,
+            route.partition(":")[2] or None,
+            relayed.usage if relayed is not None else None,
+            tuple(self.outcomes),
+            tuple(self.fallbacks),
+            self.waited + relayed.waited if relayed is not None else self.waited,
+            relayed.first_byte_at if relayed is not None else None,
         )
 
     async def forward(self, stack: ExitStack) -> Attempt:

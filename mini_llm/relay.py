@@ -28,7 +28,7 @@ from .translate import (
 )
 from .translation import Translation
 from .upstream import HOP_BY_HOP
-from .usage import Usage, UsageScanner, scanner_for
+from .usage import Usage, UsageScanner, scanner_for, usage_in
 
 log = logging.getLogger("mini_llm")
 
@@ -108,15 +108,14 @@ async def relay(
     if translation is not None:
         return await _translated(request, upstream, provider, request_id, route, translation, since)
     headers = response_headers(upstream, request_id, route)
-    kind = upstream.content_type
-    event_stream = kind == "text/event-stream"
+    event_stream = upstream.content_type == "text/event-stream"
     if event_stream:
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
-    scanner = _scanner(upstream, strip_usage)
     length = upstream.content_length
     if not event_stream and length is not None and length <= WHOLE_ANSWER_MAX_BYTES:
-        return await _whole(upstream, provider, headers, scanner)
+        return await _whole(upstream, provider, headers)
+    scanner = _scanner(upstream, strip_usage)
     clock = time.perf_counter
     waited = 0.0
     first_byte_at: float | None = None
@@ -174,12 +173,7 @@ def _scanner(upstream: Answer, strip: bool = False) -> UsageScanner | None:
     return scanner_for(upstream.status, upstream.content_type, encoding, strip)
 
 
-async def _whole(
-    upstream: Answer,
-    provider: str,
-    headers: CIMultiDict[str],
-    scanner: UsageScanner | None,
-) -> Relayed:
+async def _whole(upstream: Answer, provider: str, headers: CIMultiDict[str]) -> Relayed:
     """A small, complete answer goes out in one write: status, headers and body together."""
     asked = time.perf_counter()
     try:
@@ -196,10 +190,9 @@ async def _whole(
     response = web.Response(
         status=upstream.status, reason=upstream.reason, headers=headers, body=body
     )
-    if scanner is None:
-        return Relayed(response, None, waited, None)
-    scanner.feed(body)
-    return Relayed(response, scanner.usage, waited, None)
+    encoding = upstream.headers.get("Content-Encoding")
+    usage = usage_in(body, upstream.status, upstream.content_type, encoding)
+    return Relayed(response, usage, waited, None)
 
 
 async def _translated(
@@ -219,7 +212,6 @@ async def _translated(
         headers[DROPPED_HEADER] = ", ".join(translation.dropped)
     if upstream.status < 400 and upstream.content_type == "text/event-stream":
         return await _translated_stream(request, upstream, provider, headers, translation, since)
-    scanner = _scanner(upstream)
     asked = time.perf_counter()
     try:
         body = await upstream.read()
@@ -231,8 +223,8 @@ async def _translated(
     finally:
         upstream.close()
     waited = time.perf_counter() - asked
-    if scanner is not None:
-        scanner.feed(body)
+    encoding = upstream.headers.get("Content-Encoding")
+    usage = usage_in(body, upstream.status, upstream.content_type, encoding)
     if upstream.status >= 400:
         body = translate_error(upstream.status, body, to=translation.client)
     else:
@@ -248,7 +240,7 @@ async def _translated(
     response = web.Response(
         status=upstream.status, reason=upstream.reason, headers=headers, body=body
     )
-    return Relayed(response, _usage(scanner), waited, None)
+    return Relayed(response, usage, waited, None)
 
 
 async def _translated_stream(

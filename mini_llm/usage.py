@@ -81,6 +81,47 @@ def _skip_space(data: bytes, at: int) -> int:
     return at
 
 
+_CUT = object()  # the value goes on past the end of the data
+
+
+def _object_after(data: bytes, at: int) -> Any:
+    """The object that the key `"usage"` at `at` names; None if it names no object (a value
+    spelt `"usage"`, `"usage": null`); _CUT if the data ends before the object does."""
+    end = len(data)
+    i = _skip_space(data, at + len(_KEY))
+    if i < end:
+        if data[i] != _COLON:
+            return None
+        i = _skip_space(data, i + 1)
+    if i >= end:
+        return _CUT
+    if data[i] != _BRACE:
+        return None
+    try:
+        value, _ = _decode(data[i : i + _WINDOW].decode("utf-8", "replace"))
+    except ValueError:
+        return _CUT if i + _WINDOW >= end else None
+    return value if isinstance(value, dict) else None
+
+
+def usage_in(body: bytes, status: int, content_type: str, encoding: str | None) -> Usage | None:
+    """The usage of a whole answer: its last `usage` object (the top-level one, which both
+    OpenAI and Anthropic write after the content)."""
+    if status >= 300 or not content_type.endswith("json"):
+        return None
+    if encoding and encoding != "identity":
+        scanner = scanner_for(status, content_type, encoding)
+        if scanner is None:
+            return None
+        scanner.feed(body)
+        return scanner.usage
+    at = body.rfind(_KEY)
+    if at < 0:
+        return None
+    found = _object_after(body, at)
+    return usage_of(found) if isinstance(found, dict) else None
+
+
 class UsageScanner:
     """Reads `usage` objects out of a byte stream fed in chunks of any size."""
 
@@ -110,28 +151,14 @@ class UsageScanner:
 
     def _scan(self, data: bytes) -> bytes:
         """Read every complete usage object in data; what to keep for the next chunk."""
-        end = len(data)
         start = 0
         while (at := data.find(_KEY, start)) >= 0:
             start = at + 1
-            i = _skip_space(data, at + len(_KEY))
-            if i < end:
-                if data[i] != _COLON:
-                    continue  # `"usage"` as a value, not a key
-                i = _skip_space(data, i + 1)
-            if i >= end:
-                return data[at:]  # the value is in the next chunk
-            if data[i] != _BRACE:
-                continue  # "usage": null
-            window = data[i : i + _WINDOW]
-            try:
-                value, _ = _decode(window.decode("utf-8", "replace"))
-            except ValueError:
-                if i + _WINDOW >= end:
-                    return data[at:]  # likely cut short by the chunk's end: wait for the rest
-                continue
-            if isinstance(value, dict):
-                self._note(value)
+            found = _object_after(data, at)
+            if found is _CUT:
+                return data[at:]  # the rest comes with the next chunk
+            if found is not None:
+                self._note(found)
         return data[-_TAIL:]
 
     def _note(self, doc: dict[str, Any]) -> None:

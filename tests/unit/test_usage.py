@@ -17,6 +17,7 @@ from mini_llm.usage import (
     Usage,
     UsageScanner,
     scanner_for,
+    usage_in,
     usage_of,
     wants_stream_usage,
     with_stream_usage,
@@ -206,6 +207,7 @@ def test_json_answers(doc: dict[str, Any], expected: Usage | None, indent: int |
     assert scanner is not None
     scanner.feed(body)
     assert scanner.usage == expected
+    assert usage_in(body, 200, "application/json", None) == expected  # read whole
 
 
 @given(cuts)
@@ -235,6 +237,15 @@ def test_a_body_that_is_not_what_its_encoding_says_is_passed_on() -> None:
     assert scanner is not None
     assert scanner.feed(b"not gzip at all") == b"not gzip at all"
     assert scanner.usage is None
+
+
+def test_whole_answers_compressed_or_not_json() -> None:
+    body = json.dumps({"id": "x", "usage": OPENAI_USAGE}).encode()
+    assert usage_in(gzip.compress(body), 200, "application/json", "gzip") == Usage(12, 7, 4)
+    assert usage_in(body, 500, "application/json", None) is None
+    assert usage_in(body, 200, "text/plain", None) is None
+    assert usage_in(body, 200, "application/json", "br") is None
+    assert usage_in(b'{"usage": null}', 200, "application/json", None) is None
 
 
 def test_what_is_not_scanned() -> None:
