@@ -198,11 +198,11 @@ class Call:
             body = translation.body
         elif self.form_span is not None and model != self.route.model:
             body = replace_value(self.body, self.form_span, model)
-        elif self.ask_usage and provider.stream_usage:
-            self.strip_usage = True
-            body = with_stream_usage(self.doc, model)
         else:
             body = body_for(self.body, self.doc, self.route.model, model)
+            if self.ask_usage and provider.stream_usage:
+                self.strip_usage = True
+                body = with_stream_usage(body, self.doc, model)
         waits = pauses(provider.retry)
         tries_left = provider.retry.attempts + 1
         held: Attempt | None = None  # a failed answer, given if no try does better

@@ -24,6 +24,7 @@ _TAIL = len(_KEY) - 1  # bytes kept from a chunk: a key split across two chunks 
 _SPACE = b" \t\r\n"
 _COLON = ord(":")
 _BRACE = ord("{")
+_CLOSE = ord("}")
 # A usage object is a few hundred bytes; a larger one (or garbage) is not waited for.
 _WINDOW = 4096
 # An event held back in a stripped stream is released as is beyond this size.
@@ -303,8 +304,21 @@ def wants_stream_usage(tail: str, doc: dict[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is not True
 
 
-def with_stream_usage(doc: dict[str, Any], model: str) -> bytes:
-    """The request body for `model`, asking for the usage chunk."""
+_ASK_USAGE = b',"stream_options":{"include_usage":true}'
+
+
+def with_stream_usage(body: bytes, doc: dict[str, Any], model: str) -> bytes:
+    """The upstream body `body` (the client's, model already set), asking for the usage chunk.
+
+    Without stream_options, the option goes in before the object's closing brace: the
+    body is not encoded again (a long conversation costs a copy, not a json.dumps).
+    """
+    if "stream_options" not in doc:
+        end = len(body)
+        while end and body[end - 1] in _SPACE:
+            end -= 1
+        if end and body[end - 1] == _CLOSE:
+            return body[: end - 1] + _ASK_USAGE + body[end - 1 :]
     options = doc.get("stream_options")
     asked = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return json.dumps({**doc, "model": model, "stream_options": asked}, ensure_ascii=False).encode()

@@ -287,9 +287,16 @@ def test_which_requests_get_usage_asked_for(tail: str, doc: dict[str, Any], want
     assert wants_stream_usage(tail, doc) is wanted
 
 
+def test_asking_for_usage_adds_to_the_clients_bytes() -> None:
+    body = b'{"model": "b", "stream": true, "messages": [{"role": "user", "content": "}"}]}\n '
+    sent = with_stream_usage(body, json.loads(body), "b")
+    assert sent == body[:-3] + b',"stream_options":{"include_usage":true}}\n '
+    assert json.loads(sent)["stream_options"] == {"include_usage": True}
+
+
 def test_asking_for_usage_keeps_the_clients_other_stream_options() -> None:
     doc = {"model": "a", "stream": True, "stream_options": {"other": 1}, "messages": []}
-    sent = json.loads(with_stream_usage(doc, "b"))
+    sent = json.loads(with_stream_usage(json.dumps(doc).encode(), doc, "b"))
     assert sent == {
         "model": "b",
         "stream": True,
