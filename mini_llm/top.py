@@ -7,13 +7,11 @@ histogram buckets, interpolated within a bucket as Prometheus' histogram_quantil
 
 from __future__ import annotations
 
-import json
+import http.client
 import math
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,19 +23,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-DEFAULT_URL = "http://127.0.0.1:3333"
-URL_VARIABLE = "MINI_LLM_URL"
-KEY_VARIABLE = "MINI_LLM_KEY"
-KEY_HEADER = "x-mini-llm-key"
-EXIT_OK = 0
-EXIT_UNREACHABLE = 1
+from .client import EXIT_FAILED, EXIT_OK, Gateway, Unreachable
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[Labels, float]]
-
-
-class Unreachable(Exception):
-    """The gateway did not answer, or not with what top needs."""
 
 
 @dataclass(frozen=True)
@@ -59,26 +48,24 @@ def parse(text: str) -> Samples:
     return samples
 
 
-def fetch(url: str, key: str | None, timeout: float = 5.0) -> Scrape:
-    headers = {KEY_HEADER: key} if key else {}
-
-    def get(path: str) -> bytes:
-        request = urllib.request.Request(url + path, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                body: bytes = response.read()
-                return body
-        except urllib.error.HTTPError as exc:
-            raise Unreachable(f"{url}{path} answered {exc.code}") from None
-        except (OSError, ValueError) as exc:
-            raise Unreachable(f"cannot reach {url}: {exc}") from None
-
-    samples = parse(get("/metrics").decode())
+def fetch(gateway: Gateway) -> Scrape:
+    """One look: /metrics and /health, with the gateway key when there is one."""
     try:
-        health = json.loads(get("/health"))
-    except ValueError:
-        raise Unreachable(f"{url}/health is not JSON") from None
-    return Scrape(time.monotonic(), samples, health if isinstance(health, dict) else {})
+        connection, response = gateway.open("GET", "/metrics")
+        try:
+            text = response.read().decode()
+        except (OSError, http.client.HTTPException, UnicodeDecodeError) as exc:
+            raise Unreachable(str(exc) or type(exc).__name__) from None
+        finally:
+            connection.close()
+        status, health = gateway.get_json("/health")
+    except Unreachable as exc:
+        raise Unreachable(f"cannot reach {gateway.url}: {exc}") from None
+    if response.status != 200:
+        raise Unreachable(f"{gateway.url}/metrics answered {response.status}")
+    if status != 200 or not isinstance(health, dict):
+        raise Unreachable(f"{gateway.url}/health answered {status}")
+    return Scrape(time.monotonic(), parse(text), health)
 
 
 def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
@@ -233,24 +220,22 @@ def render(url: str, before: Scrape, now: Scrape) -> RenderableType:
 
 def run(url: str | None, *, once: bool = False, interval: float = 1.0) -> int:
     """Show the gateway until Ctrl-C; with `once` (or when not a terminal), one frame."""
-    env = os.environ
-    target = (url or env.get(URL_VARIABLE) or DEFAULT_URL).rstrip("/")
-    key = env.get(KEY_VARIABLE) or None
+    gateway = Gateway.find(url, os.environ, timeout_s=5.0)
     console = Console(width=None if sys.stdout.isatty() else 160, highlight=False, emoji=False)
     try:
-        before = fetch(target, key)
+        before = fetch(gateway)
         if once or not sys.stdout.isatty():
             time.sleep(interval)
-            console.print(render(target, before, fetch(target, key)))
+            console.print(render(gateway.url, before, fetch(gateway)))
             return EXIT_OK
         with Live(Text("collecting…"), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
-                now = fetch(target, key)
-                live.update(render(target, before, now), refresh=True)
+                now = fetch(gateway)
+                live.update(render(gateway.url, before, now), refresh=True)
                 before = now
     except Unreachable as exc:
         print(f"mini-llm top: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK

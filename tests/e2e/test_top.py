@@ -112,3 +112,22 @@ def test_an_unreachable_gateway_exits_1() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("mini-llm top: cannot reach http://127.0.0.1:")
     assert result.stdout == ""
+
+
+def test_a_gateway_with_keys(start_gateway: GatewayFactory, upstream: MockUpstream) -> None:
+    key = "gw-top-0123456789abcdef"
+    gateway = start_gateway(
+        f"""version: 1
+server:
+  auth: {{keys: ["{key}"]}}
+providers:
+  mock: {{base_url: "{upstream.url}", keys: sk-mock-key-00000001}}
+routes: {{aliases: {{fast: "mock:gpt-x"}}}}
+"""
+    )
+    refused = top("--url", gateway.url, "--once")
+    assert refused.returncode == 1
+    assert refused.stderr == f"mini-llm top: {gateway.url}/metrics answered 401\n"
+    shown = top("--url", gateway.url, "--once", "--interval", "0.1", env={"MINI_LLM_KEY": key})
+    assert shown.returncode == 0, shown.stderr
+    assert "config generation 1" in shown.stdout and "sk-…0001 ok" in shown.stdout
