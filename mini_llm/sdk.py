@@ -8,6 +8,7 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from .contract import http_url
 from .spawn import (
     _RUNNING,
     KILL_WAIT_S,
@@ -20,7 +21,6 @@ from .spawn import (
     _Base,
     _healthy,
     _Output,
-    _url,
     log,
 )
 
@@ -100,7 +100,7 @@ class _Child:
         while not _healthy(*address, timeout=max(POLL_S, deadline - time.monotonic())):
             if self.process.poll() is not None:
                 raise self._failed(deadline, "exited before /health answered")
-            self._check(deadline, abort, f"listened on {_url(*address)} but /health is not 200")
+            self._check(deadline, abort, f"listened on {http_url(*address)} but /health is not 200")
             time.sleep(POLL_S)
         return address
 

@@ -7,6 +7,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
+from .contract import http_url
 from .spawn import (
     _RUNNING,
     KILL_WAIT_S,
@@ -20,7 +21,6 @@ from .spawn import (
     _Output,
     _status_ok,
     _terminate_pid,
-    _url,
     log,
 )
 
@@ -92,7 +92,7 @@ class _AsyncChild:
             if self.process.returncode is not None:
                 raise await self._failed(deadline, "exited before /health answered")
             if time.monotonic() >= deadline:
-                what = f"listened on {_url(*address)} but /health is not 200"
+                what = f"listened on {http_url(*address)} but /health is not 200"
                 raise await self._timed_out(deadline, what)
             await asyncio.sleep(POLL_S)
         return address

@@ -20,15 +20,21 @@ from aiohttp import web
 from .access import exposure_problem
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
+from .contract import (
+    EXIT_CANNOT_BIND,
+    EXIT_INTERNAL,
+    EXIT_INVALID,
+    EXIT_OK,
+    WORKER_VARIABLE,
+    listening_line,
+    serve_argv,
+)
 from .parent import parent_pid, watch_parent
 from .reload import Reloader, file_digest
 from .source import ConfigError
-from .workers import WORKER_VARIABLE, supervise
+from .workers import supervise
 
 log = logging.getLogger("mini_llm")
-
-EXIT_OK = 0
-EXIT_STARTUP_FAILED = 1
 
 
 class BindError(Exception):
@@ -91,12 +97,6 @@ def bind(
     raise BindError(f"cannot listen on {host} ({tried}): {reason}")
 
 
-def listening_url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
 def serve(
     config_path: str | None,
     *,
@@ -107,8 +107,26 @@ def serve(
     workers: int = 1,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Run the gateway until SIGTERM/SIGINT; the exit code for the process."""
+    """Run the gateway until SIGTERM/SIGINT; the exit code for the process (see contract)."""
     configure_logging()
+    try:
+        return _serve(config_path, host, port, log_requests, reload, workers, env)
+    except Exception:
+        # A bug, not a setting the user can fix: say so with the whole story, and exit with a
+        # code that a parent cannot mistake for an invalid table or a busy port.
+        log.exception("internal error; please report it")
+        return EXIT_INTERNAL
+
+
+def _serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    log_requests: bool | None,
+    reload: bool | None,
+    workers: int,
+    env: Mapping[str, str] | None,
+) -> int:
     environ = dict(os.environ if env is None else env)
     path = find_config(config_path, environ)
     digest = file_digest(Path(path))  # before the load: a change in between means a reload
@@ -118,7 +136,7 @@ def serve(
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"mini-llm: {path}: {len(exc.problems)} error(s); not started", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
+        return EXIT_INVALID
     for warning in config.warnings:
         log.warning("%s", warning)
     flags: dict[str, Any] = {
@@ -131,7 +149,7 @@ def serve(
     exposed = exposure_problem(config.server)
     if exposed is not None:
         print(f"mini-llm: {exposed}; not started", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
+        return EXIT_INVALID
     worker = environ.get(WORKER_VARIABLE) == "1"
     server = config.server
     try:
@@ -145,11 +163,16 @@ def serve(
             sock = bind(server.host, server.port, retries, reuse_port=worker)
     except (BindError, OSError) as exc:
         print(f"mini-llm: {exc}", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
+        return EXIT_CANNOT_BIND
     if workers > 1 and not worker:
-        argv = [sys.executable, "-m", "mini_llm", "serve", "-c", str(path)]
-        argv += ["--log-requests"] if log_requests else []
-        argv += ["--no-reload"] if reload is False else []
+        bound_host, bound_port = sock.getsockname()[:2]
+        argv = serve_argv(
+            config=path,
+            host=bound_host,
+            port=bound_port,
+            log_requests=bool(log_requests),
+            reload=reload,
+        )
         return asyncio.run(supervise(sock, argv, workers, environ, server.shutdown_grace_s))
     reloader_flags = {k: v for k, v in flags.items() if v is not None}
     return asyncio.run(_run(config, sock, Path(path), environ, reloader_flags, digest))
@@ -191,7 +214,7 @@ async def _run(
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload(force=True)))
     spawn(watch_parent(parent_pid(env), stop))  # a parent that dies takes us with it
-    print(f"mini-llm listening on {listening_url(sock)}", flush=True)
+    print(listening_line(*sock.getsockname()[:2]), flush=True)
     if config.server.reload:
         # Once the watch is in place, the watcher compares the file with what was loaded,
         # so an edit made before then is not missed.

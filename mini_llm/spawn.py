@@ -17,12 +17,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from .contract import (
+    EXIT_INVALID,
+    EXIT_MEANINGS,
+    PARENT_PID_VARIABLE,
+    http_url,
+    parse_listening_line,
+    serve_argv,
+)
+
 log = logging.getLogger("mini_llm.sdk")
 child_log = logging.getLogger("mini_llm.child")
 
-LISTENING = re.compile(r"mini-llm listening on http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)")
 # `FILE:LINE:COL: message` as check-config prints it; the child's log lines start "mini-llm ".
 PROBLEM = re.compile(r"(?!mini-llm[ :]).+?:\d+:\d+: .*")
+# What the child says for itself before it exits: `mini-llm: cannot listen on ...`.
+SAID = re.compile(r"mini-llm: (?P<message>.*)")
 LOG_LINE = re.compile(r"mini-llm (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL): (?P<message>.*)")
 _LEVELS = {
     "DEBUG": logging.DEBUG,
@@ -31,8 +41,6 @@ _LEVELS = {
     "ERROR": logging.ERROR,
     "CRITICAL": logging.CRITICAL,
 }
-PARENT_PID_VARIABLE = "MINI_LLM_PARENT_PID"  # read by mini_llm.parent in the child
-
 TAIL_LINES = 200
 MAX_LINE_BYTES = 64 * 1024
 READ_BYTES = 64 * 1024
@@ -50,7 +58,10 @@ class GatewayError(Exception):
 
 
 class GatewayConfigError(GatewayError):
-    """The routing table is invalid; `problems` are the child's `FILE:LINE:COL: ...` lines."""
+    """The child refused its routing table (exit 1); `problems` are its `FILE:LINE:COL` lines.
+
+    A refusal that has no such line (a setting that may not start) gives the child's own words.
+    """
 
     def __init__(self, problems: list[str], output_tail: str) -> None:
         self.problems = problems
@@ -59,7 +70,11 @@ class GatewayConfigError(GatewayError):
 
 
 class GatewayStartError(GatewayError):
-    """The child exited before listening or was not healthy in time; `output_tail` says why."""
+    """The child exited before listening or was not healthy in time; `output_tail` says why.
+
+    `returncode` tells the causes apart (see mini_llm.contract): 3 for a port that cannot be
+    bound, 4 for an internal error, None when it did not come up in time.
+    """
 
     def __init__(self, reason: str, output_tail: str, returncode: int | None = None) -> None:
         self.reason = reason
@@ -81,18 +96,14 @@ class _Spec(NamedTuple):
     reload: bool | None
 
     def argv(self, port: int | None) -> list[str]:
-        argv = [self.python, "-m", "mini_llm", "serve"]
-        if self.config is not None:
-            argv += ["-c", self.config]
-        if self.host is not None:
-            argv += ["--host", self.host]
-        if port is not None:
-            argv += ["--port", str(port)]
-        if self.log_requests:
-            argv.append("--log-requests")
-        if self.reload is False:
-            argv.append("--no-reload")
-        return argv
+        return serve_argv(
+            python=self.python,
+            config=self.config,
+            host=self.host,
+            port=port,
+            log_requests=self.log_requests,
+            reload=self.reload,
+        )
 
     def environ(self, *, restart: bool) -> dict[str, str]:
         env = {**os.environ, **self.env, PARENT_PID_VARIABLE: str(os.getpid())}
@@ -113,15 +124,6 @@ def _import_root() -> str | None:
     root = Path(__file__).resolve().parent.parent
     installed = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
     return None if any(root == Path(p).resolve() for p in installed) else str(root)
-
-
-def _address(match: re.Match[str]) -> tuple[str, int]:
-    host = match["host"].strip("[]")
-    return _LOOPBACK.get(host, host), int(match["port"])
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class _Output:
@@ -148,9 +150,10 @@ class _Output:
     def _line(self, stream: str, line: str) -> None:
         self._tail.append(line)
         if stream == "stdout" and self.address is None:
-            match = LISTENING.fullmatch(line)
-            if match is not None:
-                self.address = _address(match)
+            address = parse_listening_line(line)
+            if address is not None:
+                host, port = address
+                self.address = _LOOPBACK.get(host, host), port
                 return
         # The parent decides what to show: the child's lines go through its logging.
         parsed = LOG_LINE.fullmatch(line)
@@ -164,11 +167,17 @@ class _Output:
             return "\n".join(self._tail)
 
     def failure(self, reason: str, returncode: int | None) -> GatewayError:
-        """The exception for a child that did not come up."""
+        """The exception for a child that did not come up, told apart by its exit code."""
         tail = self.tail()
-        problems = [line for line in tail.splitlines() if PROBLEM.fullmatch(line)]
-        if returncode == 1 and problems:
-            return GatewayConfigError(problems, tail)
+        lines = tail.splitlines()
+        said = [m["message"] for m in map(SAID.fullmatch, lines) if m is not None]
+        if returncode == EXIT_INVALID:
+            # The table's `FILE:LINE:COL: ...` lines; a refusal without any names itself.
+            problems = [line for line in lines if PROBLEM.fullmatch(line)]
+            return GatewayConfigError(problems or said or [reason], tail)
+        meaning = EXIT_MEANINGS.get(returncode) if returncode else None
+        if meaning is not None:
+            reason = f"{reason}: {meaning}" + (f": {said[-1]}" if said else "")
         return GatewayStartError(reason, tail, returncode)
 
 
@@ -313,7 +322,7 @@ class _Base(Generic[ChildT]):
         """`http://HOST:PORT`, the base URL clients use; it stays valid across restarts."""
         if self._address is None:
             raise GatewayError("the gateway has not been started")
-        return _url(*self._address)
+        return http_url(*self._address)
 
     def _spawn_args(self, *, restart: bool) -> tuple[list[str], dict[str, str]]:
         # The first start asks for the configured port (which may move or be 0); a restart

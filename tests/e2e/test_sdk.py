@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import mini_llm
+from mini_llm.contract import EXIT_CANNOT_BIND, EXIT_INTERNAL, EXIT_INVALID
 from mini_llm.parent import watch_parent
 from mini_llm.sdk import (
     AsyncGateway,
@@ -164,17 +165,30 @@ def test_output_finds_the_listening_line_across_chunks() -> None:
     assert output.tail().splitlines()[-1] == "no newline at the end"
 
 
-def test_output_failure_is_a_config_error_only_with_problem_lines() -> None:
+def test_output_failure_follows_the_exit_code() -> None:
     output = _Output()
     output.feed("stderr", b"x.yaml:5:11: bad (at /a)\nmini-llm: x.yaml: 1 error(s); not started\n")
-    error = output.failure("exited", 1)
+    error = output.failure("exited", EXIT_INVALID)
     assert isinstance(error, GatewayConfigError)
     assert error.problems == ["x.yaml:5:11: bad (at /a)"]
+    refusal = _Output()
+    refusal.feed("stderr", b"mini-llm INFO: starting\nmini-llm: refusing to serve on 0.0.0.0\n")
+    refused = refusal.failure("exited", EXIT_INVALID)
+    assert isinstance(refused, GatewayConfigError)
+    assert refused.problems == ["refusing to serve on 0.0.0.0"]  # it names itself
     other = _Output()
     other.feed("stderr", b"mini-llm: cannot listen on h (any port): denied\n")
-    start_error = other.failure("exited", 1)
+    start_error = other.failure("exited", EXIT_CANNOT_BIND)
     assert isinstance(start_error, GatewayStartError)
+    assert start_error.reason == "exited: cannot bind a port: cannot listen on h (any port): denied"
     assert "cannot listen" in start_error.output_tail
+    crash = _Output()
+    crash.feed("stderr", b"mini-llm ERROR: internal error; please report it\nTraceback (most\n")
+    internal = crash.failure("exited", EXIT_INTERNAL)
+    assert isinstance(internal, GatewayStartError)
+    assert (internal.reason, internal.returncode) == ("exited: internal error", EXIT_INTERNAL)
+    assert "Traceback" in internal.output_tail
+    assert _Output().failure("exited", 7).reason == "exited"  # not ours: no meaning guessed
 
 
 def test_spec_builds_argv_and_the_restart_environment() -> None:
@@ -257,7 +271,8 @@ def test_a_child_that_exits_raises_with_its_output(config: Path) -> None:
     anonymous = {"MINI_LLM__SERVER__AUTH__ALLOW_ANONYMOUS": "true"}  # not loopback
     with pytest.raises(GatewayStartError) as caught:
         Gateway(config, host="192.0.2.1", port=0, env=anonymous).start()
-    assert caught.value.returncode == 1
+    assert caught.value.returncode == EXIT_CANNOT_BIND
+    assert "cannot bind a port: cannot listen on 192.0.2.1" in caught.value.reason
     assert "cannot listen on 192.0.2.1" in caught.value.output_tail
 
 
@@ -281,7 +296,7 @@ def test_a_child_that_never_listens_is_killed_after_the_timeout(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("echo 'boom' >&2\nexit 3", "exited before listening (exit code 3)"),
+        ("echo 'boom' >&2\nexit 7", "exited before listening (exit code 7)"),
         ("echo booting\nexec sleep 60", "no listening line within 0.5s"),
     ],
 )
