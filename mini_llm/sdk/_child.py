@@ -1,4 +1,4 @@
-"""Child-process plumbing shared by Gateway and AsyncGateway: spec, output, health, restarts."""
+"""What Gateway and AsyncGateway share: how to launch, reading output, health, restarts."""
 
 from __future__ import annotations
 
@@ -6,18 +6,15 @@ import atexit
 import logging
 import os
 import re
-import signal
 import site
-import socket
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from .contract import (
+from ..contract import (
     EXIT_INVALID,
     EXIT_MEANINGS,
     PARENT_PID_VARIABLE,
@@ -25,6 +22,7 @@ from .contract import (
     parse_listening_line,
     serve_argv,
 )
+from .errors import GatewayConfigError, GatewayError, GatewayStartError
 
 log = logging.getLogger("mini_llm.sdk")
 child_log = logging.getLogger("mini_llm.child")
@@ -53,38 +51,7 @@ STABLE_S = 10.0  # a child that ran this long before dying is restarted without 
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-class GatewayError(Exception):
-    """The gateway child could not be started or supervised."""
-
-
-class GatewayConfigError(GatewayError):
-    """The child refused its routing table (exit 1); `problems` are its `FILE:LINE:COL` lines.
-
-    A refusal that has no such line (a setting that may not start) gives the child's own words.
-    """
-
-    def __init__(self, problems: list[str], output_tail: str) -> None:
-        self.problems = problems
-        self.output_tail = output_tail
-        super().__init__("mini-llm: invalid routing table:\n" + "\n".join(problems))
-
-
-class GatewayStartError(GatewayError):
-    """The child exited before listening or was not healthy in time; `output_tail` says why.
-
-    `returncode` tells the causes apart (see mini_llm.contract): 3 for a port that cannot be
-    bound, 4 for an internal error, None when it did not come up in time.
-    """
-
-    def __init__(self, reason: str, output_tail: str, returncode: int | None = None) -> None:
-        self.reason = reason
-        self.output_tail = output_tail
-        self.returncode = returncode
-        shown = f"\n--- last output of mini-llm serve ---\n{output_tail}" if output_tail else ""
-        super().__init__(f"mini-llm: {reason}{shown}")
-
-
-class _Spec(NamedTuple):
+class Spec(NamedTuple):
     """How to launch the child: argv and environment, the same for every (re)start."""
 
     config: str | None
@@ -121,12 +88,12 @@ def _import_root() -> str | None:
     """The folder this mini_llm came from, when `python -m mini_llm` alone may not find it."""
     # A checkout or a vendored copy is not on the child's default path; an installed package
     # is, and putting site-packages on PYTHONPATH would reorder it ahead of the stdlib.
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # mini_llm/sdk/_child.py -> the import root
     installed = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
     return None if any(root == Path(p).resolve() for p in installed) else str(root)
 
 
-class _Output:
+class Output:
     """One child's output: the listening line, a bounded tail for errors, stderr relayed."""
 
     def __init__(self) -> None:
@@ -181,33 +148,17 @@ class _Output:
         return GatewayStartError(reason, tail, returncode)
 
 
-def _health_request(host: str) -> bytes:
+def health_request(host: str) -> bytes:
     shown = f"[{host}]" if ":" in host else host
     return f"GET /health HTTP/1.1\r\nHost: {shown}\r\nConnection: close\r\n\r\n".encode()
 
 
-def _status_ok(status_line: bytes) -> bool:
+def status_ok(status_line: bytes) -> bool:
     parts = status_line.split(None, 2)
     return len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1] == b"200"
 
 
-def _healthy(host: str, port: int, timeout: float) -> bool:
-    """One GET /health; plain sockets keep http.client's import cost out of the SDK."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(_health_request(host))
-            received = b""
-            while b"\r\n" not in received and len(received) < 1024:
-                chunk = sock.recv(1024)
-                if not chunk:
-                    break
-                received += chunk
-    except OSError:
-        return False
-    return _status_ok(received.split(b"\r\n", 1)[0])
-
-
-class _Backoff:
+class Backoff:
     """Delays between restart attempts: 0.1 s doubling to 5 s, reset after a stable run."""
 
     def __init__(self) -> None:
@@ -224,37 +175,22 @@ class _Backoff:
 
 # Running gateways, stopped at interpreter exit. Strong references on purpose: a gateway that
 # is running is not garbage, like a running thread; stop() removes it.
-_RUNNING: set[_Base[Any]] = set()
+RUNNING: set[Base[Any]] = set()
 
 
 @atexit.register
 def _stop_all() -> None:
-    for gateway in list(_RUNNING):
+    for gateway in list(RUNNING):
         try:
             gateway._stop_at_exit()
         except Exception:  # one failure must not leave the other children running
             log.exception("could not stop %r at exit", gateway)
 
 
-def _terminate_pid(pid: int, grace: float) -> None:
-    """SIGTERM, then SIGKILL after `grace`, for a child whose event loop is gone."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-            time.sleep(POLL_S)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass  # already gone, or reaped by asyncio's child watcher
-
-
 class _Running(Protocol):
     """What the shared code needs of a child, sync or async."""
 
-    output: _Output
+    output: Output
     started: float
 
     @property
@@ -264,7 +200,7 @@ class _Running(Protocol):
 ChildT = TypeVar("ChildT", bound=_Running)
 
 
-class _Base(Generic[ChildT]):
+class Base(Generic[ChildT]):
     """Settings, addressing and restart policy shared by Gateway and AsyncGateway."""
 
     def __init__(
@@ -285,7 +221,7 @@ class _Base(Generic[ChildT]):
             raise ValueError("start_timeout must be > 0 and stop_grace >= 0")
         if not python:
             raise GatewayError("no Python interpreter to run mini-llm with (sys.executable)")
-        self._spec = _Spec(
+        self._spec = Spec(
             None if config is None else os.fspath(config),
             host,
             port,
