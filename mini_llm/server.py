@@ -187,11 +187,11 @@ async def _run(
     digest: bytes | None,
 ) -> int:
     app = create_app(config)
+    # No shutdown_timeout: the grace can change in a reload, so drain() applies it.
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that leaves cancels its upstream request
         access_log=None,
-        shutdown_timeout=config.server.shutdown_grace_s,
         # Also closes a connection whose headers never complete (set at start-up only).
         keepalive_timeout=config.server.client_timeout_s,
     )
@@ -223,13 +223,30 @@ async def _run(
     gc.collect()
     gc.freeze()
     await stop.wait()
-    log.info(
-        "stopping: draining in-flight requests for up to %gs",
-        state.config.server.shutdown_grace_s,
-    )
+    grace_s = state.config.server.shutdown_grace_s  # as the last reload left it
+    log.info("stopping: draining in-flight requests for up to %gs", grace_s)
     for task in list(tasks):
         task.cancel()
-    # The grace may have changed in a reload since the runner was made.
-    runner._shutdown_timeout = state.config.server.shutdown_grace_s
-    await runner.cleanup()
+    await drain(runner, grace_s)
     return EXIT_OK
+
+
+async def drain(runner: web.BaseRunner, grace_s: float) -> None:
+    """Stop accepting; requests in flight get `grace_s` to finish, then are cancelled."""
+    for site in list(runner.sites):
+        await site.stop()  # the listening socket closes: new connections are refused
+    server = runner.server
+    if server is not None:
+        await asyncio.sleep(0)  # requests already read get to their handlers first
+        server.pre_shutdown()  # idle keep-alive connections close now, busy ones once answered
+        connections = server.connections
+        # Each waits for its handler, up to the grace; one deadline for all of them, because
+        # a connection's own shutdown may wait a second grace after the first.
+        finishing = asyncio.gather(*(c.shutdown(grace_s) for c in connections))
+        try:
+            await asyncio.wait_for(finishing, grace_s)
+        except asyncio.TimeoutError:
+            for connection in connections:
+                connection.force_close()  # its handler is cancelled, closing the upstream
+    # Nothing is left in flight, so the runner's own shutdown wait finds nothing to wait for.
+    await runner.cleanup()
