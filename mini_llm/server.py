@@ -215,16 +215,17 @@ async def _run(
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload(force=True)))
     spawn(watch_parent(parent_pid(env), stop))  # a parent that dies takes us with it
     print(listening_line(*sock.getsockname()[:2]), flush=True)
-    if config.server.reload:
-        # Once the watch is in place, the watcher compares the file with what was loaded,
-        # so an edit made before then is not missed.
-        spawn(reloader.watch(stop))
+    # Watching starts here if server.reload is on, and later if a reload turns it on. Once the
+    # watch is in place, the watcher compares the file with what was loaded, so an edit made
+    # before then is not missed.
+    reloader.apply_watch_setting()
     # What start-up built lives as long as the process: keep it out of every full collection.
     gc.collect()
     gc.freeze()
     await stop.wait()
     grace_s = state.config.server.shutdown_grace_s  # as the last reload left it
     log.info("stopping: draining in-flight requests for up to %gs", grace_s)
+    reloader.close()
     for task in list(tasks):
         task.cancel()
     await drain(runner, grace_s)
