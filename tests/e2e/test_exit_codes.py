@@ -54,6 +54,12 @@ def test_an_invalid_table_exits_1(tmp_path: Path) -> None:
     assert f"{path}:5:11: " in process.stderr()
 
 
+def test_serving_off_loopback_without_keys_exits_1(table: Path) -> None:
+    process = GatewayProcess(table, "--host", "0.0.0.0")
+    assert refused(process) == EXIT_INVALID
+    assert "mini-llm: refusing to serve on 0.0.0.0" in process.stderr()
+
+
 def test_a_taken_port_without_retries_exits_3(table: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -66,8 +72,9 @@ def test_a_taken_port_without_retries_exits_3(table: Path) -> None:
 
 
 def test_an_address_that_cannot_be_bound_exits_3(table: Path) -> None:
-    # 192.0.2.1 (TEST-NET-1) is nobody's address.
-    process = GatewayProcess(table, "--host", "192.0.2.1")
+    # 192.0.2.1 (TEST-NET-1) is nobody's address; off loopback without keys on purpose.
+    anonymous = {"MINI_LLM__SERVER__AUTH__ALLOW_ANONYMOUS": "true"}
+    process = GatewayProcess(table, "--host", "192.0.2.1", env=anonymous)
     assert refused(process) == EXIT_CANNOT_BIND
     assert "mini-llm: cannot listen on 192.0.2.1 (any port): " in process.stderr()
 

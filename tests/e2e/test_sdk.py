@@ -369,6 +369,16 @@ def test_invalid_config_raises_with_its_lines(flavour: Flavour, tmp_path: Path) 
     assert f"{path}: 1 error(s); not started" in caught.value.output_tail
 
 
+def test_a_refusal_to_start_raises_a_config_error_in_its_own_words(
+    flavour: Flavour, config: Path
+) -> None:
+    with pytest.raises(GatewayConfigError) as caught:
+        flavour(config, host="0.0.0.0", port=0).start()  # off loopback, and no gateway keys
+    [problem] = caught.value.problems
+    assert problem.startswith("refusing to serve on 0.0.0.0, which is not loopback")
+    assert problem.endswith("; not started")
+
+
 def test_a_taken_port_without_retries_raises_a_start_error(flavour: Flavour, config: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
