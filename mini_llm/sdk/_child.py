@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import re
@@ -22,6 +23,7 @@ from ..contract import (
     parse_listening_line,
     serve_argv,
 )
+from ..signing import sign_request
 from .errors import GatewayConfigError, GatewayError, GatewayStartError
 
 log = logging.getLogger("mini_llm.sdk")
@@ -49,6 +51,9 @@ BACKOFF_MAX_S = 5.0
 STABLE_S = 10.0  # a child that ran this long before dying is restarted without backoff
 # A child bound to a wildcard address is reached, and advertised, through loopback.
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+SIGNING_OVERRIDE = "MINI_LLM__SERVER__AUTH__HMAC_SECRET"
 
 
 class Spec(NamedTuple):
@@ -216,16 +221,22 @@ class Base(Generic[ChildT]):
         python: str = sys.executable,
         log_requests: bool = False,
         reload: bool | None = None,
+        hmac_secret: str | None = None,
     ) -> None:
         if start_timeout <= 0 or stop_grace < 0:
             raise ValueError("start_timeout must be > 0 and stop_grace >= 0")
         if not python:
             raise GatewayError("no Python interpreter to run mini-llm with (sys.executable)")
+        child_env = dict(env or {})  # a copy: later changes by the caller do not leak
+        if hmac_secret:
+            # The child then refuses unsigned requests; the override is a quoted YAML string.
+            child_env[SIGNING_OVERRIDE] = json.dumps(hmac_secret)
+        self._hmac_secret = hmac_secret
         self._spec = Spec(
             None if config is None else os.fspath(config),
             host,
             port,
-            dict(env or {}),  # a copy: later changes by the caller do not leak into restarts
+            child_env,
             python,
             log_requests,
             reload,
@@ -252,6 +263,12 @@ class Base(Generic[ChildT]):
     def port(self) -> int | None:
         """The real port once started (so `port=0` resolves); before, the one asked for."""
         return self._address[1] if self._address is not None else self._spec.port
+
+    def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """The x-timestamp and x-signature headers for one request (needs `hmac_secret`)."""
+        if not self._hmac_secret:
+            raise GatewayError("Gateway(hmac_secret=...) is needed to sign requests")
+        return sign_request(self._hmac_secret, method, path, body)
 
     @property
     def url(self) -> str:

@@ -279,7 +279,7 @@ def test_reload_turned_off_by_sighup_stops_watching(
     gateway = start_gateway(with_reload(table(upstream, 1), True))
     path.write_text(with_reload(table(upstream, 2), False))
     gateway.signal(signal.SIGHUP)  # or the watcher itself: both take the new table
-    wait_for(lambda: generation(gateway) == 2)
+    wait_for(lambda: generation(gateway) >= 2)  # the watcher may reload too
     assert gateway.wait_stderr("server.reload is now false: no longer watching mini-llm.yaml")
     path.write_text(with_reload(table(upstream, 3), False))
     time.sleep(1.5)  # a change would be in effect by now if the file were watched

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -540,3 +541,39 @@ def test_async_gateway_under_asyncio_run(config: Path, tmp_path: Path) -> None:
     assert status == 200
     assert "from-parent" in {model["id"] for model in models["data"]}
     assert process.returncode == 0
+
+
+SIGNED_TABLE = """\
+version: 1
+server: {reload: false}
+providers:
+  echo: {builtin: echo}
+routes: {default: echo}
+"""
+
+
+def test_a_gateway_given_the_secret_requires_and_makes_signatures(
+    flavour: Flavour, tmp_path: Path
+) -> None:
+    path = tmp_path / "signed.yaml"
+    path.write_text(SIGNED_TABLE)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with flavour(path, port=0, hmac_secret="parent-secret-123") as gw:
+
+        def post(headers: dict[str, str]) -> int:
+            request = urllib.request.Request(
+                gw.url + "/v1/chat/completions",
+                data=body,
+                headers={"Content-Type": "application/json", **headers},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert post({}) == 401
+        assert post(gw.sign("POST", "/v1/chat/completions", body)) == 200
+        assert post(mini_llm.sign_request("other", "POST", "/v1/chat/completions", body)) == 401
+    with pytest.raises(GatewayError):
+        flavour(path, port=0).sign("POST", "/v1/chat/completions", body)
