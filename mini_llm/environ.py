@@ -1,4 +1,4 @@
-"""Apply MINI_LLM_* environment overrides to a parsed routing table (SPEC §4)."""
+"""Apply MINI_LLM_* environment overrides to a parsed routing table."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hot reload with real file edits against the real gateway process (SPEC §6)."""
+"""Hot reload with real file edits against the real gateway process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Retries, key failover, cooldowns, fallback chains and broken streams (SPEC §8)."""
+"""Retries, key failover, cooldowns, fallback chains and broken streams."""
 
 from __future__ import annotations
 
