@@ -160,7 +160,7 @@ def median(values: list[float]) -> float | None:
 
 
 def sdk_start(config: Path, samples: int) -> list[float]:
-    """Seconds from `Gateway.start()` to healthy (SPEC §7), each on a fresh child."""
+    """Seconds from `Gateway.start()` to healthy, each on a fresh child."""
     from mini_llm import Gateway
 
     took = []

@@ -7,20 +7,18 @@ import io
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import Config, find_config, load_config
+from .contract import EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, WORKER_VARIABLE
 from .metrics_dir import drop_inherited
 from .source import ConfigError
-from .workers import WORKER_VARIABLE
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-EXIT_OK = 0
-EXIT_INVALID = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -254,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _client_command(args)
         except BrokenPipeError:  # `mini-llm chat m hi | head -c 10`: the reader left
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_INVALID
+            return 1  # what Python itself exits with on EPIPE
     if args.command in ("check-config", "route"):
         try:
             if args.command == "check-config":
@@ -263,17 +261,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # `mini-llm check-config | head`: the reader left
             # Python's own flush of stdout at exit would fail again, noisily.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_INVALID
+            return 1  # what Python itself exits with on EPIPE
         except Exception as exc:  # never a traceback, and never a value that may be a key
             print(
                 f"mini-llm: internal error ({type(exc).__name__}); please report it",
                 file=sys.stderr,
             )
-            return EXIT_INVALID
+            return EXIT_INTERNAL
     # Before prometheus_client is imported: it reads this variable once, on import.
     drop_inherited(os.environ, worker=os.environ.get(WORKER_VARIABLE) == "1")
-    from .server import serve
-
+    try:
+        from .server import serve
+    except Exception:  # a broken install must not exit 1, which means "invalid table"
+        traceback.print_exc()
+        return EXIT_INTERNAL
     return serve(
         args.config,
         host=args.host,

@@ -1,4 +1,4 @@
-"""Talking to a running gateway (SPEC §11): where it is, one exchange, and `mini-llm chat`.
+"""Talking to a running gateway: where it is, one exchange, and `mini-llm chat`.
 
 The client commands find the gateway at ``--url``, else ``$MINI_LLM_URL``, else
 ``http://127.0.0.1:3333``, and send ``$MINI_LLM_KEY`` as ``x-mini-llm-key`` when it is set.

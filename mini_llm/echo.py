@@ -1,4 +1,4 @@
-"""The builtin `echo` provider (SPEC §11): provider-shaped answers made in-process, no network.
+"""The builtin `echo` provider: provider-shaped answers made in-process, no network.
 
 ``await echo_exchange(method, path_tail, headers, body)`` answers what a provider at ``/v1``
 would: ``/chat/completions``, ``/completions``, ``/messages`` and ``/embeddings``, streamed

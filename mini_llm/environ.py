@@ -1,4 +1,4 @@
-"""Apply MINI_LLM_* environment overrides to a parsed routing table (SPEC §4)."""
+"""Apply MINI_LLM_* environment overrides to a parsed routing table."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 
 import yaml
 
+from .contract import PARENT_PID_VARIABLE, WORKER_VARIABLE
 from .source import Document, Location, Problem, is_typed
 from .suggest import nearest
 
 PREFIX = "MINI_LLM__"
 
 # Variables mini-llm reads that are not config overrides.
-OTHER_VARIABLES = frozenset({"MINI_LLM_CONFIG", "MINI_LLM_PARENT_PID", "MINI_LLM_WORKER"})
+OTHER_VARIABLES = frozenset({"MINI_LLM_CONFIG", PARENT_PID_VARIABLE, WORKER_VARIABLE})
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})

@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from .metrics_dir import MULTIPROC_VARIABLE
+from .contract import METRICS_DIR_VARIABLE
 
 if TYPE_CHECKING:
     from .pools import Snapshot
@@ -107,7 +107,7 @@ class Metrics:
 
     def __init__(self, current: Callable[[], Snapshot | None], shared: bool | None = None) -> None:
         self._current = current  # the table in service, for state read at scrape time
-        self.shared = MULTIPROC_VARIABLE in os.environ if shared is None else shared
+        self.shared = METRICS_DIR_VARIABLE in os.environ if shared is None else shared
         self.registry = registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "mini_llm_requests",

@@ -13,13 +13,13 @@ import tempfile
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 
-MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+from .contract import METRICS_DIR_VARIABLE
 
 
 def drop_inherited(environ: MutableMapping[str, str], worker: bool) -> None:
     """Forget a metrics folder this process did not get from its own supervisor."""
     if not worker:
-        environ.pop(MULTIPROC_VARIABLE, None)
+        environ.pop(METRICS_DIR_VARIABLE, None)
 
 
 @contextmanager
@@ -27,14 +27,14 @@ def shared_folder(env: Mapping[str, str]) -> Iterator[dict[str, str]]:
     """The workers' environment with a fresh metrics folder, removed afterwards."""
     folder = tempfile.mkdtemp(prefix="mini-llm-metrics-")
     try:
-        yield {**env, MULTIPROC_VARIABLE: folder}
+        yield {**env, METRICS_DIR_VARIABLE: folder}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def worker_gone(env: Mapping[str, str], pid: int) -> None:
     """A worker exited: its in-flight requests and published state no longer count."""
-    folder = env.get(MULTIPROC_VARIABLE)
+    folder = env.get(METRICS_DIR_VARIABLE)
     if folder:
         from prometheus_client.multiprocess import mark_process_dead
 

@@ -8,10 +8,10 @@ import logging
 import os
 from collections.abc import Mapping
 
+from .contract import PARENT_PID_VARIABLE
+
 log = logging.getLogger("mini_llm")
 
-# Set by the SDK (mini_llm.sdk) to the pid of the process that spawned the gateway.
-PARENT_PID_VARIABLE = "MINI_LLM_PARENT_PID"
 POLL_S = 0.5
 
 

@@ -42,6 +42,10 @@ class Reloader:
         self.reloaded = reloaded  # told of each reload's success or failure (metrics)
         self._digest = digest  # of the file as it was before the running table was loaded
         self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._unwatch = asyncio.Event()  # set: the current watcher stops
+        self._tasks: set[asyncio.Task[None]] = set()  # the current one and any winding down
+        self._closed = False
 
     async def reload(self, *, force: bool = False) -> bool:
         """Load the file again; True when a new table is in service."""
@@ -83,6 +87,7 @@ class Reloader:
                 len(config.providers),
                 len(config.routes.aliases),
             )
+            self.apply_watch_setting(announce=True)
             return True
 
     def _keep_restart_only(self, config: Config) -> Config:
@@ -103,14 +108,40 @@ class Reloader:
             return config
         return dataclasses.replace(config, server=dataclasses.replace(config.server, **changed))
 
-    async def watch(self, stop: asyncio.Event) -> None:
+    def apply_watch_setting(self, *, announce: bool = False) -> None:
+        """Watch the file while `server.reload` is on in the table in service, and only then."""
+        wanted = self.state.config.server.reload and not self._closed
+        # A watcher told to stop may still be winding down: it no longer counts.
+        watching = (
+            self._watcher is not None and not self._watcher.done() and not self._unwatch.is_set()
+        )
+        if wanted and not watching:
+            if announce:
+                log.info("server.reload is now true: watching %s", self.path.name)
+            self._unwatch = asyncio.Event()
+            self._watcher = asyncio.create_task(self._watch(self._unwatch))
+            self._tasks.add(self._watcher)
+            self._watcher.add_done_callback(self._tasks.discard)
+        elif watching and not wanted:
+            log.info("server.reload is now false: no longer watching %s", self.path.name)
+            self._unwatch.set()
+
+    def close(self) -> None:
+        """Stop watching for good: the gateway is stopping."""
+        self._closed = True
+        self._unwatch.set()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
         """Reload on every change to the file, however editors or Kubernetes write it."""
         try:
-            await self._watch(stop)
+            await self._watch_until(stop)
         except Exception as exc:  # the gateway keeps serving; only watching stops
             log.error("stopped watching %s: %s: %s", self.path, type(exc).__name__, exc)
 
-    async def _watch(self, stop: asyncio.Event) -> None:
+    async def _watch_until(self, stop: asyncio.Event) -> None:
+        # A reload that turns server.reload off sets `stop`: the loops below then end.
         while not stop.is_set():
             folders = _folders(self.path)
             changes = watchfiles.awatch(
@@ -127,18 +158,13 @@ class Reloader:
             await asyncio.sleep(0)
             await self.reload()
             try:
-                while True:
+                while not stop.is_set():
                     try:
                         batch = await pending
                     except StopAsyncIteration:
                         return
                     if any(_relevant(self.path, Path(p)) for _, p in batch):
                         await self.reload()
-                        if not self.state.config.server.reload:
-                            log.info(
-                                "server.reload is now false: no longer watching %s", self.path.name
-                            )
-                            return
                     if _folders(self.path) != folders:
                         break  # the file now resolves elsewhere (a swapped symlink): rewatch
                     pending = asyncio.ensure_future(anext(changes))

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import Config
-from .masking import mask_url
+from .config import Config, Server
+from .masking import mask, mask_url
 from .routing import ModelNotFound, RoutingTable
 from .translate import needs_translation, translated_path
 
@@ -44,7 +44,7 @@ def config_facts(config: Config) -> dict[str, Any]:
             "prefixes": dict(routes.prefixes),
             "default": routes.default,
         },
-        "server": asdict(config.server),
+        "server": _server_facts(config.server),
         "environment": [
             {"pointer": ptr, "variables": list(names)} for ptr, names in config.environment.items()
         ],
@@ -201,3 +201,17 @@ def _format_note(provider_format: str, translation: str) -> str:
     if translation == "unsupported":
         return f"{provider_format} (this endpoint has no {provider_format} counterpart: 400)"
     return f"{provider_format} (same format: passed through)"
+
+
+def _server_facts(server: Server) -> dict[str, Any]:
+    """The server settings as shown: gateway keys by name, the signing secret masked."""
+    facts = asdict(server)
+    auth = server.auth
+    facts["auth"] = {
+        "keys": [key.name for key in auth.keys],
+        "hmac_secret": mask(auth.hmac_secret) if auth.hmac_secret else None,
+        "allow_anonymous": auth.allow_anonymous,
+    }
+    facts["allowed_origins"] = list(server.allowed_origins)
+    facts["allowed_hosts"] = list(server.allowed_hosts)
+    return facts

@@ -86,7 +86,7 @@ class RoutingTable:
         return self._aliases
 
     def resolve(self, model: str) -> Route:
-        """Resolve a request's model name (SPEC §3); raise ModelNotFound when nothing matches."""
+        """Resolve a model name by the rules the README lists; ModelNotFound when none matches."""
         route = self._alias_routes.get(model)
         if route is not None:
             return route

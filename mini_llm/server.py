@@ -21,16 +21,22 @@ from . import accesslog
 from .access import exposure_problem
 from .app import STATE, create_app
 from .config import Config, find_config, load_config
+from .contract import (
+    EXIT_CANNOT_BIND,
+    EXIT_INTERNAL,
+    EXIT_INVALID,
+    EXIT_OK,
+    WORKER_VARIABLE,
+    listening_line,
+    serve_argv,
+)
 from .observe import METRICS
 from .parent import parent_pid, watch_parent
 from .reload import Reloader, file_digest
 from .source import ConfigError
-from .workers import WORKER_VARIABLE, supervise
+from .workers import supervise
 
 log = logging.getLogger("mini_llm")
-
-EXIT_OK = 0
-EXIT_STARTUP_FAILED = 1
 
 
 class BindError(Exception):
@@ -94,12 +100,6 @@ def bind(
     raise BindError(f"cannot listen on {host} ({tried}): {reason}")
 
 
-def listening_url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
 def serve(
     config_path: str | None,
     *,
@@ -110,8 +110,26 @@ def serve(
     workers: int = 1,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Run the gateway until SIGTERM/SIGINT; the exit code for the process."""
+    """Run the gateway until SIGTERM/SIGINT; the exit code for the process (see contract)."""
     configure_logging()
+    try:
+        return _serve(config_path, host, port, log_requests, reload, workers, env)
+    except Exception:
+        # A bug, not a setting the user can fix: say so with the whole story, and exit with a
+        # code that a parent cannot mistake for an invalid table or a busy port.
+        log.exception("internal error; please report it")
+        return EXIT_INTERNAL
+
+
+def _serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    log_requests: bool | None,
+    reload: bool | None,
+    workers: int,
+    env: Mapping[str, str] | None,
+) -> int:
     environ = dict(os.environ if env is None else env)
     path = find_config(config_path, environ)
     digest = file_digest(Path(path))  # before the load: a change in between means a reload
@@ -121,7 +139,7 @@ def serve(
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"mini-llm: {path}: {len(exc.problems)} error(s); not started", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
+        return EXIT_INVALID
     for warning in config.warnings:
         log.warning("%s", warning)
     flags: dict[str, Any] = {
@@ -134,7 +152,7 @@ def serve(
     exposed = exposure_problem(config.server)
     if exposed is not None:
         print(f"mini-llm: {exposed}; not started", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
+        return EXIT_INVALID
     worker = environ.get(WORKER_VARIABLE) == "1"
     server = config.server
     try:
@@ -148,11 +166,16 @@ def serve(
             sock = bind(server.host, server.port, retries, reuse_port=worker)
     except (BindError, OSError) as exc:
         print(f"mini-llm: {exc}", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
+        return EXIT_CANNOT_BIND
     if workers > 1 and not worker:
-        argv = [sys.executable, "-m", "mini_llm", "serve", "-c", str(path)]
-        argv += ["--log-requests"] if log_requests else []
-        argv += ["--no-reload"] if reload is False else []
+        bound_host, bound_port = sock.getsockname()[:2]
+        argv = serve_argv(
+            config=path,
+            host=bound_host,
+            port=bound_port,
+            log_requests=bool(log_requests),
+            reload=reload,
+        )
         return asyncio.run(supervise(sock, argv, workers, environ, server.shutdown_grace_s))
     reloader_flags = {k: v for k, v in flags.items() if v is not None}
     return asyncio.run(_run(config, sock, Path(path), environ, reloader_flags, digest))
@@ -167,11 +190,11 @@ async def _run(
     digest: bytes | None,
 ) -> int:
     app = create_app(config)
+    # No shutdown_timeout: the grace can change in a reload, so drain() applies it.
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that leaves cancels its upstream request
         access_log=None,
-        shutdown_timeout=config.server.shutdown_grace_s,
         # Also closes a connection whose headers never complete (set at start-up only).
         keepalive_timeout=config.server.client_timeout_s,
     )
@@ -195,22 +218,40 @@ async def _run(
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload(force=True)))
     spawn(watch_parent(parent_pid(env), stop))  # a parent that dies takes us with it
-    print(f"mini-llm listening on {listening_url(sock)}", flush=True)
-    if config.server.reload:
-        # Once the watch is in place, the watcher compares the file with what was loaded,
-        # so an edit made before then is not missed.
-        spawn(reloader.watch(stop))
+    print(listening_line(*sock.getsockname()[:2]), flush=True)
+    # Watching starts here if server.reload is on, and later if a reload turns it on. Once the
+    # watch is in place, the watcher compares the file with what was loaded, so an edit made
+    # before then is not missed.
+    reloader.apply_watch_setting()
     # What start-up built lives as long as the process: keep it out of every full collection.
     gc.collect()
     gc.freeze()
     await stop.wait()
-    log.info(
-        "stopping: draining in-flight requests for up to %gs",
-        state.config.server.shutdown_grace_s,
-    )
+    grace_s = state.config.server.shutdown_grace_s  # as the last reload left it
+    log.info("stopping: draining in-flight requests for up to %gs", grace_s)
+    reloader.close()
     for task in list(tasks):
         task.cancel()
-    # The grace may have changed in a reload since the runner was made.
-    runner._shutdown_timeout = state.config.server.shutdown_grace_s
-    await runner.cleanup()
+    await drain(runner, grace_s)
     return EXIT_OK
+
+
+async def drain(runner: web.BaseRunner, grace_s: float) -> None:
+    """Stop accepting; requests in flight get `grace_s` to finish, then are cancelled."""
+    for site in list(runner.sites):
+        await site.stop()  # the listening socket closes: new connections are refused
+    server = runner.server
+    if server is not None:
+        await asyncio.sleep(0)  # requests already read get to their handlers first
+        server.pre_shutdown()  # idle keep-alive connections close now, busy ones once answered
+        connections = server.connections
+        # Each waits for its handler, up to the grace; one deadline for all of them, because
+        # a connection's own shutdown may wait a second grace after the first.
+        finishing = asyncio.gather(*(c.shutdown(grace_s) for c in connections))
+        try:
+            await asyncio.wait_for(finishing, grace_s)
+        except asyncio.TimeoutError:
+            for connection in connections:
+                connection.force_close()  # its handler is cancelled, closing the upstream
+    # Nothing is left in flight, so the runner's own shutdown wait finds nothing to wait for.
+    await runner.cleanup()

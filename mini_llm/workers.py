@@ -10,13 +10,20 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 
+from .contract import (
+    EXIT_CANNOT_BIND,
+    EXIT_INTERNAL,
+    EXIT_INVALID,
+    EXIT_OK,
+    PARENT_PID_VARIABLE,
+    WORKER_VARIABLE,
+    listening_line,
+    parse_listening_line,
+)
 from .metrics_dir import shared_folder, worker_gone
-from .parent import PARENT_PID_VARIABLE
 
 log = logging.getLogger("mini_llm")
 
-WORKER_VARIABLE = "MINI_LLM_WORKER"
-LISTENING = "mini-llm listening on "
 _RESTART_BACKOFF_S = (0.5, 5.0)
 
 
@@ -29,8 +36,8 @@ class Worker:
         self.env = dict(env)
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> str | None:
-        """Start the child; its listening URL, or None when it exited first."""
+    async def start(self) -> tuple[str, int] | None:
+        """Start the child; the address it listens on, or None when it exited first."""
         self.process = await asyncio.create_subprocess_exec(
             *self.argv,
             env=self.env,
@@ -39,9 +46,9 @@ class Worker:
         )
         assert self.process.stdout is not None
         while line := await self.process.stdout.readline():
-            text = line.decode(errors="replace").strip()
-            if text.startswith(LISTENING):
-                return text[len(LISTENING) :]
+            address = parse_listening_line(line.decode(errors="replace"))
+            if address is not None:
+                return address
         await self.process.wait()
         return None
 
@@ -50,10 +57,23 @@ class Worker:
             self.process.send_signal(signum)
 
 
+def failure_code(returncode: int | None) -> int:
+    """The supervisor's exit code for a worker that exited with `returncode` before listening."""
+    # A worker's own reasons (a table that became invalid, a port it could not bind, a bug)
+    # are passed on. Anything else is ours: the argv we built was refused (2), or it was
+    # killed by a signal or exited 0 before listening.
+    if returncode in (EXIT_INVALID, EXIT_CANNOT_BIND, EXIT_INTERNAL):
+        return returncode
+    return EXIT_INTERNAL
+
+
 async def supervise(
     sock: socket.socket, argv: Sequence[str], workers: int, env: Mapping[str, str], grace_s: float
 ) -> int:
-    """Run the workers until SIGTERM/SIGINT; forward SIGHUP; restart any that crash."""
+    """Run the workers until SIGTERM/SIGINT; forward SIGHUP; restart any that crash.
+
+    `argv` is the workers' command line, which names the port `sock` holds.
+    """
     with shared_folder(env) as env_with_metrics:  # one scrape covers every worker
         return await _supervise(sock, argv, workers, env_with_metrics, grace_s)
 
@@ -61,19 +81,23 @@ async def supervise(
 async def _supervise(
     sock: socket.socket, argv: Sequence[str], workers: int, env: Mapping[str, str], grace_s: float
 ) -> int:
-    host, port = sock.getsockname()[:2]
     child_env = {**env, WORKER_VARIABLE: "1", PARENT_PID_VARIABLE: str(os.getpid())}
-    pool = [
-        Worker(i, [*argv, "--host", host, "--port", str(port)], child_env) for i in range(workers)
-    ]
-    urls = await asyncio.gather(*(w.start() for w in pool))
-    if any(url is None for url in urls):
+    pool = [Worker(i, argv, child_env) for i in range(workers)]
+    addresses = await asyncio.gather(*(w.start() for w in pool))
+    listening = [address for address in addresses if address is not None]
+    if len(listening) < len(pool):
         for worker in pool:
             worker.signal(signal.SIGTERM)
         await asyncio.gather(*(w.process.wait() for w in pool if w.process is not None))
-        print("mini-llm: a worker did not start; see its errors above", file=sys.stderr)
-        return 1
-    print(f"{LISTENING}{urls[0]}", flush=True)
+        failed = pool[addresses.index(None)]
+        returncode = failed.process.returncode if failed.process is not None else None
+        print(
+            f"mini-llm: worker {failed.index} exited with {returncode} before listening;"
+            " see its errors above",
+            file=sys.stderr,
+        )
+        return failure_code(returncode)
+    print(listening_line(*listening[0]), flush=True)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,7 +120,7 @@ async def _supervise(
         for worker in pool:
             worker.signal(signal.SIGKILL)
     sock.close()
-    return 0
+    return EXIT_OK
 
 
 async def _keep_alive(worker: Worker, stopping: asyncio.Event) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mini_llm.config import Config, load_config
+from mini_llm.contract import http_url, parse_listening_line, serve_argv
 from mini_llm.source import ConfigError, Problem
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,8 +54,6 @@ def where(found: list[Problem]) -> list[tuple[int, int, str]]:
     return [(p.line, p.col, p.message) for p in found]
 
 
-LISTENING = "mini-llm listening on "
-
 # Variables from the developer's shell that would change what the default table does.
 _SCRUBBED_PREFIXES = (
     "MINI_LLM",
@@ -83,9 +82,8 @@ class GatewayProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", "mini_llm", "serve", "-c", str(config), *args]
-        if "--port" not in args:
-            argv += ["--port", "0"]
+        port = None if "--port" in args else 0
+        argv = [*serve_argv(python=sys.executable, config=config, port=port), *args]
         self.process = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -106,8 +104,9 @@ class GatewayProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.stdout_lines.append(line)
-            if line.startswith(LISTENING):
-                self._listening.put(line[len(LISTENING) :].strip())
+            address = parse_listening_line(line)
+            if address is not None:
+                self._listening.put(http_url(*address))
         self._listening.put(None)
 
     def _read_stderr(self) -> None:

@@ -1,4 +1,4 @@
-"""GET /: the playground page (SPEC §11), one self-contained file read once per app."""
+"""GET /: the playground page, one self-contained file read once per app."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ import contextlib
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -15,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from mini_llm.contract import serve_argv
 from mini_llm.signing import sign_request
 
 from ..conftest import GatewayFactory
@@ -263,7 +263,7 @@ def test_passthrough_takes_the_gateway_key_only_in_its_own_header(
 def serve_exit(tmp_path: object, text: str, *args: str) -> subprocess.CompletedProcess[str]:
     path = write(tmp_path, text)  # type: ignore[arg-type]
     return subprocess.run(
-        [sys.executable, "-m", "mini_llm", "serve", "-c", str(path), "--port", "0", *args],
+        [*serve_argv(config=path, port=0), *args],
         capture_output=True,
         text=True,
         env=clean_env(),

@@ -550,3 +550,30 @@ def test_version_and_usage(tmp_path: Path) -> None:
     result = run("route", cwd=tmp_path)  # MODEL missing: argparse's usage error
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def test_gateway_keys_and_the_signing_secret_never_show(tmp_path: Path) -> None:
+    (tmp_path / "mini-llm.yaml").write_text(
+        """\
+version: 1
+server:
+  auth:
+    keys: [{name: passy, key: "gw-secret-key-0123456789"}, "gw-bare-key-9876543210"]
+    hmac_secret: hmac-secret-value-42
+providers:
+  echo: {builtin: echo}
+routes: {default: echo}
+"""
+    )
+    outputs = [
+        run("check-config", cwd=tmp_path).stdout,
+        run("check-config", "--json", cwd=tmp_path).stdout,
+        run("route", "anything", cwd=tmp_path).stdout,
+        run("route", "anything", "--json", cwd=tmp_path).stdout,
+    ]
+    for shown in outputs:
+        assert "gw-secret-key" not in shown and "gw-bare-key" not in shown
+        assert "hmac-secret-value" not in shown
+    facts = json.loads(outputs[1])
+    assert facts["server"]["auth"]["keys"] == ["passy", "key-2"]
+    assert facts["server"]["auth"]["hmac_secret"] == "hma…e-42"

@@ -1,4 +1,4 @@
-"""Hot reload with real file edits against the real gateway process (SPEC §6)."""
+"""Hot reload with real file edits against the real gateway process."""
 
 from __future__ import annotations
 
@@ -252,3 +252,37 @@ def test_reload_false_in_the_file_disables_watching(
     (tmp_path / "mini-llm.yaml").write_text(table(upstream, 2))
     time.sleep(1.5)  # a change would be in effect by now if the file were watched
     assert served_model(gateway) == "model-v1"
+
+
+def with_reload(text: str, on: bool) -> str:
+    return text.replace("server:\n", f"server:\n  reload: {'true' if on else 'false'}\n", 1)
+
+
+def test_reload_turned_on_by_sighup_starts_watching(
+    start_gateway: GatewayFactory, upstream: MockUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "mini-llm.yaml"
+    gateway = start_gateway(with_reload(table(upstream, 1), False))
+    path.write_text(with_reload(table(upstream, 2), True))
+    gateway.signal(signal.SIGHUP)
+    wait_for(lambda: generation(gateway) == 2)
+    assert gateway.wait_stderr("server.reload is now true: watching mini-llm.yaml")
+    path.write_text(with_reload(table(upstream, 3), True))  # no SIGHUP this time
+    assert wait_for(lambda: served_model(gateway) == "model-v3", timeout=2) < 1.5
+    assert generation(gateway) == 3
+
+
+def test_reload_turned_off_by_sighup_stops_watching(
+    start_gateway: GatewayFactory, upstream: MockUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "mini-llm.yaml"
+    gateway = start_gateway(with_reload(table(upstream, 1), True))
+    path.write_text(with_reload(table(upstream, 2), False))
+    gateway.signal(signal.SIGHUP)  # or the watcher itself: both take the new table
+    wait_for(lambda: generation(gateway) >= 2)  # the watcher may reload too
+    assert gateway.wait_stderr("server.reload is now false: no longer watching mini-llm.yaml")
+    path.write_text(with_reload(table(upstream, 3), False))
+    time.sleep(1.5)  # a change would be in effect by now if the file were watched
+    assert served_model(gateway) == "model-v2"
+    gateway.signal(signal.SIGHUP)  # still reloads on demand
+    wait_for(lambda: served_model(gateway) == "model-v3")

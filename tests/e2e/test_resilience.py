@@ -1,4 +1,4 @@
-"""Retries, key failover, cooldowns, fallback chains and broken streams (SPEC §8)."""
+"""Retries, key failover, cooldowns, fallback chains and broken streams."""
 
 from __future__ import annotations
 
@@ -220,7 +220,8 @@ def test_connect_timeouts_are_retried_then_504(gateway: GatewayProcess) -> None:
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
     assert 3 * 0.2 + 0.04 + 0.08 <= took < 3  # three connect timeouts and two pauses
-    assert gateway.wait_stderr("upstream jammed failed")
+    # stderr is read by a thread: the last line may trail the response a little
+    wait_for(lambda: gateway.stderr().count("upstream jammed failed") >= 3)
     assert gateway.stderr().count("upstream jammed failed") == 3
 
 

@@ -1,4 +1,4 @@
-"""End-to-end: the official SDKs of one format served by providers of the other (SPEC §12)."""
+"""End-to-end: the official SDKs of one format served by providers of the other."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MINI_LLM_* overrides (SPEC §4): each variable, precedence, and malformed values."""
+"""MINI_LLM_* overrides: each variable, precedence, and malformed values."""
 
 from __future__ import annotations
 

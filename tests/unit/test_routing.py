@@ -1,4 +1,4 @@
-"""Resolution of a request's model (SPEC §3), one row per rule and edge."""
+"""Resolution of a request's model, one row per rule and edge."""
 
 from __future__ import annotations
 

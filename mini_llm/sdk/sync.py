@@ -3,49 +3,36 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-from .spawn import (
-    _RUNNING,
+from ..contract import http_url
+from ._child import (
     KILL_WAIT_S,
     POLL_S,
     READ_BYTES,
-    GatewayConfigError,
-    GatewayError,
-    GatewayStartError,
-    _Backoff,
-    _Base,
-    _healthy,
-    _Output,
-    _url,
+    RUNNING,
+    Backoff,
+    Base,
+    Output,
+    health_request,
     log,
+    status_ok,
 )
+from .errors import GatewayError, GatewayStartError
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from .sdk_async import AsyncGateway
-
-__all__ = ["AsyncGateway", "Gateway", "GatewayConfigError", "GatewayError", "GatewayStartError"]
-
-
-def __getattr__(name: str) -> Any:
-    # AsyncGateway lives in its own module so that sync parents never load the asyncio side.
-    if name == "AsyncGateway":
-        from .sdk_async import AsyncGateway
-
-        return AsyncGateway
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Child:
     """A running `mini-llm serve` whose pipes two threads drain, so it never blocks on them."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.output = _Output()
+        self.output = Output()
         self.started = time.monotonic()
         self.ready = threading.Event()  # the listening line was seen, or stdout closed
         self.process = subprocess.Popen(
@@ -100,7 +87,7 @@ class _Child:
         while not _healthy(*address, timeout=max(POLL_S, deadline - time.monotonic())):
             if self.process.poll() is not None:
                 raise self._failed(deadline, "exited before /health answered")
-            self._check(deadline, abort, f"listened on {_url(*address)} but /health is not 200")
+            self._check(deadline, abort, f"listened on {http_url(*address)} but /health is not 200")
             time.sleep(POLL_S)
         return address
 
@@ -147,7 +134,23 @@ class _Child:
         self.stop(0)
 
 
-class Gateway(_Base[_Child]):
+def _healthy(host: str, port: int, timeout: float) -> bool:
+    """One GET /health; plain sockets keep http.client's import cost out of the SDK."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(health_request(host))
+            received = b""
+            while b"\r\n" not in received and len(received) < 1024:
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                received += chunk
+    except OSError:
+        return False
+    return status_ok(received.split(b"\r\n", 1)[0])
+
+
+class Gateway(Base[_Child]):
     """`mini-llm serve` as a child process: `with Gateway(...) as gw: use(gw.url)`."""
 
     def _setup(self) -> None:
@@ -170,7 +173,7 @@ class Gateway(_Base[_Child]):
             self._stopping.clear()
             child = self._launch(restart=False)
             self._child, self._address = child, child.output.address
-            _RUNNING.add(self)
+            RUNNING.add(self)
         if self.restart_on_crash:
             self._supervisor = threading.Thread(
                 target=self._supervise, name=f"mini-llm-supervisor-{self.port}", daemon=True
@@ -189,7 +192,7 @@ class Gateway(_Base[_Child]):
         if supervisor is not None and supervisor is not threading.current_thread():
             # Every wait in the supervisor watches _stopping, so this is quick.
             supervisor.join(self.stop_grace + KILL_WAIT_S)
-        _RUNNING.discard(self)
+        RUNNING.discard(self)
 
     def _launch(self, *, restart: bool, abort: threading.Event | None = None) -> _Child:
         argv, env = self._spawn_args(restart=restart)
@@ -205,7 +208,7 @@ class Gateway(_Base[_Child]):
         return child
 
     def _supervise(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             with self._lock:
                 child = self._child

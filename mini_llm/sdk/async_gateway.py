@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from .spawn import (
-    _RUNNING,
+from ..contract import http_url
+from ._child import (
     KILL_WAIT_S,
     POLL_S,
     READ_BYTES,
-    GatewayError,
-    GatewayStartError,
-    _Backoff,
-    _Base,
-    _health_request,
-    _Output,
-    _status_ok,
-    _terminate_pid,
-    _url,
+    RUNNING,
+    Backoff,
+    Base,
+    Output,
+    health_request,
     log,
+    status_ok,
 )
+from .errors import GatewayError, GatewayStartError
 
 if TYPE_CHECKING:
     # asyncio is imported inside AsyncGateway only: it costs ~40 ms and `import mini_llm`
@@ -38,7 +38,7 @@ class _AsyncChild:
         import asyncio
 
         self.process = process
-        self.output = _Output()
+        self.output = Output()
         self.started = time.monotonic()
         self.ready = asyncio.Event()  # the listening line was seen, or stdout closed
         streams = {"stdout": process.stdout, "stderr": process.stderr}
@@ -62,7 +62,7 @@ class _AsyncChild:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,  # see mini_llm.sdk._Child
+            start_new_session=True,  # see mini_llm.sdk.sync._Child
         )
         return cls(process)
 
@@ -92,7 +92,7 @@ class _AsyncChild:
             if self.process.returncode is not None:
                 raise await self._failed(deadline, "exited before /health answered")
             if time.monotonic() >= deadline:
-                what = f"listened on {_url(*address)} but /health is not 200"
+                what = f"listened on {http_url(*address)} but /health is not 200"
                 raise await self._timed_out(deadline, what)
             await asyncio.sleep(POLL_S)
         return address
@@ -148,8 +148,8 @@ async def _healthy_async(host: str, port: int, timeout: float) -> bool:
     except (OSError, asyncio.TimeoutError):
         return False
     try:
-        writer.write(_health_request(host))
-        return _status_ok(await asyncio.wait_for(reader.readline(), timeout))
+        writer.write(health_request(host))
+        return status_ok(await asyncio.wait_for(reader.readline(), timeout))
     except (OSError, asyncio.TimeoutError):
         return False
     finally:
@@ -158,7 +158,22 @@ async def _healthy_async(host: str, port: int, timeout: float) -> bool:
             await writer.wait_closed()
 
 
-class AsyncGateway(_Base[_AsyncChild]):
+def _terminate_pid(pid: int, grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace`, for a child whose event loop is gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+            time.sleep(POLL_S)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass  # already gone, or reaped by asyncio's child watcher
+
+
+class AsyncGateway(Base[_AsyncChild]):
     """Gateway for asyncio parents: `async with AsyncGateway(...) as gw: use(gw.url)`."""
 
     def _setup(self) -> None:
@@ -179,7 +194,7 @@ class AsyncGateway(_Base[_AsyncChild]):
             return self
         child = await self._launch(restart=False)
         self._child, self._address = child, child.output.address
-        _RUNNING.add(self)
+        RUNNING.add(self)
         if self.restart_on_crash:
             self._supervisor = asyncio.create_task(self._supervise())
         return self
@@ -197,7 +212,7 @@ class AsyncGateway(_Base[_AsyncChild]):
         child, self._child = self._child, None
         if child is not None:
             await child.stop(self.stop_grace)
-        _RUNNING.discard(self)
+        RUNNING.discard(self)
 
     async def _launch(self, *, restart: bool) -> _AsyncChild:
         argv, env = self._spawn_args(restart=restart)
@@ -215,7 +230,7 @@ class AsyncGateway(_Base[_AsyncChild]):
     async def _supervise(self) -> None:
         import asyncio
 
-        backoff = _Backoff()
+        backoff = Backoff()
         while self._child is not None:
             child = self._child
             returncode = await child.process.wait()
@@ -236,7 +251,7 @@ class AsyncGateway(_Base[_AsyncChild]):
         # The event loop is gone at interpreter exit: signal and reap the pid directly.
         if self._child is not None and self._child.process.returncode is None:
             _terminate_pid(self._child.process.pid, self.stop_grace)
-        _RUNNING.discard(self)
+        RUNNING.discard(self)
 
     async def __aenter__(self) -> AsyncGateway:
         return await self.start()

@@ -1,28 +1,38 @@
-"""Child-process plumbing shared by Gateway and AsyncGateway: spec, output, health, restarts."""
+"""What Gateway and AsyncGateway share: how to launch, reading output, health, restarts."""
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import re
-import signal
 import site
-import socket
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from ..contract import (
+    EXIT_INVALID,
+    EXIT_MEANINGS,
+    PARENT_PID_VARIABLE,
+    http_url,
+    parse_listening_line,
+    serve_argv,
+)
+from ..signing import sign_request
+from .errors import GatewayConfigError, GatewayError, GatewayStartError
+
 log = logging.getLogger("mini_llm.sdk")
 child_log = logging.getLogger("mini_llm.child")
 
-LISTENING = re.compile(r"mini-llm listening on http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)")
 # `FILE:LINE:COL: message` as check-config prints it; the child's log lines start "mini-llm ".
 PROBLEM = re.compile(r"(?!mini-llm[ :]).+?:\d+:\d+: .*")
+# What the child says for itself before it exits: `mini-llm: cannot listen on ...`.
+SAID = re.compile(r"mini-llm: (?P<message>.*)")
 LOG_LINE = re.compile(r"mini-llm (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL): (?P<message>.*)")
 _LEVELS = {
     "DEBUG": logging.DEBUG,
@@ -31,8 +41,6 @@ _LEVELS = {
     "ERROR": logging.ERROR,
     "CRITICAL": logging.CRITICAL,
 }
-PARENT_PID_VARIABLE = "MINI_LLM_PARENT_PID"  # read by mini_llm.parent in the child
-
 TAIL_LINES = 200
 MAX_LINE_BYTES = 64 * 1024
 READ_BYTES = 64 * 1024
@@ -45,31 +53,10 @@ STABLE_S = 10.0  # a child that ran this long before dying is restarted without 
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-class GatewayError(Exception):
-    """The gateway child could not be started or supervised."""
+SIGNING_OVERRIDE = "MINI_LLM__SERVER__AUTH__HMAC_SECRET"
 
 
-class GatewayConfigError(GatewayError):
-    """The routing table is invalid; `problems` are the child's `FILE:LINE:COL: ...` lines."""
-
-    def __init__(self, problems: list[str], output_tail: str) -> None:
-        self.problems = problems
-        self.output_tail = output_tail
-        super().__init__("mini-llm: invalid routing table:\n" + "\n".join(problems))
-
-
-class GatewayStartError(GatewayError):
-    """The child exited before listening or was not healthy in time; `output_tail` says why."""
-
-    def __init__(self, reason: str, output_tail: str, returncode: int | None = None) -> None:
-        self.reason = reason
-        self.output_tail = output_tail
-        self.returncode = returncode
-        shown = f"\n--- last output of mini-llm serve ---\n{output_tail}" if output_tail else ""
-        super().__init__(f"mini-llm: {reason}{shown}")
-
-
-class _Spec(NamedTuple):
+class Spec(NamedTuple):
     """How to launch the child: argv and environment, the same for every (re)start."""
 
     config: str | None
@@ -81,18 +68,14 @@ class _Spec(NamedTuple):
     reload: bool | None
 
     def argv(self, port: int | None) -> list[str]:
-        argv = [self.python, "-m", "mini_llm", "serve"]
-        if self.config is not None:
-            argv += ["-c", self.config]
-        if self.host is not None:
-            argv += ["--host", self.host]
-        if port is not None:
-            argv += ["--port", str(port)]
-        if self.log_requests:
-            argv.append("--log-requests")
-        if self.reload is False:
-            argv.append("--no-reload")
-        return argv
+        return serve_argv(
+            python=self.python,
+            config=self.config,
+            host=self.host,
+            port=port,
+            log_requests=self.log_requests,
+            reload=self.reload,
+        )
 
     def environ(self, *, restart: bool) -> dict[str, str]:
         env = {**os.environ, **self.env, PARENT_PID_VARIABLE: str(os.getpid())}
@@ -110,21 +93,12 @@ def _import_root() -> str | None:
     """The folder this mini_llm came from, when `python -m mini_llm` alone may not find it."""
     # A checkout or a vendored copy is not on the child's default path; an installed package
     # is, and putting site-packages on PYTHONPATH would reorder it ahead of the stdlib.
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # mini_llm/sdk/_child.py -> the import root
     installed = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
     return None if any(root == Path(p).resolve() for p in installed) else str(root)
 
 
-def _address(match: re.Match[str]) -> tuple[str, int]:
-    host = match["host"].strip("[]")
-    return _LOOPBACK.get(host, host), int(match["port"])
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-class _Output:
+class Output:
     """One child's output: the listening line, a bounded tail for errors, stderr relayed."""
 
     def __init__(self) -> None:
@@ -148,9 +122,10 @@ class _Output:
     def _line(self, stream: str, line: str) -> None:
         self._tail.append(line)
         if stream == "stdout" and self.address is None:
-            match = LISTENING.fullmatch(line)
-            if match is not None:
-                self.address = _address(match)
+            address = parse_listening_line(line)
+            if address is not None:
+                host, port = address
+                self.address = _LOOPBACK.get(host, host), port
                 return
         # The parent decides what to show: the child's lines go through its logging.
         parsed = LOG_LINE.fullmatch(line)
@@ -164,41 +139,31 @@ class _Output:
             return "\n".join(self._tail)
 
     def failure(self, reason: str, returncode: int | None) -> GatewayError:
-        """The exception for a child that did not come up."""
+        """The exception for a child that did not come up, told apart by its exit code."""
         tail = self.tail()
-        problems = [line for line in tail.splitlines() if PROBLEM.fullmatch(line)]
-        if returncode == 1 and problems:
-            return GatewayConfigError(problems, tail)
+        lines = tail.splitlines()
+        said = [m["message"] for m in map(SAID.fullmatch, lines) if m is not None]
+        if returncode == EXIT_INVALID:
+            # The table's `FILE:LINE:COL: ...` lines; a refusal without any names itself.
+            problems = [line for line in lines if PROBLEM.fullmatch(line)]
+            return GatewayConfigError(problems or said or [reason], tail)
+        meaning = EXIT_MEANINGS.get(returncode) if returncode else None
+        if meaning is not None:
+            reason = f"{reason}: {meaning}" + (f": {said[-1]}" if said else "")
         return GatewayStartError(reason, tail, returncode)
 
 
-def _health_request(host: str) -> bytes:
+def health_request(host: str) -> bytes:
     shown = f"[{host}]" if ":" in host else host
     return f"GET /health HTTP/1.1\r\nHost: {shown}\r\nConnection: close\r\n\r\n".encode()
 
 
-def _status_ok(status_line: bytes) -> bool:
+def status_ok(status_line: bytes) -> bool:
     parts = status_line.split(None, 2)
     return len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1] == b"200"
 
 
-def _healthy(host: str, port: int, timeout: float) -> bool:
-    """One GET /health; plain sockets keep http.client's import cost out of the SDK."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(_health_request(host))
-            received = b""
-            while b"\r\n" not in received and len(received) < 1024:
-                chunk = sock.recv(1024)
-                if not chunk:
-                    break
-                received += chunk
-    except OSError:
-        return False
-    return _status_ok(received.split(b"\r\n", 1)[0])
-
-
-class _Backoff:
+class Backoff:
     """Delays between restart attempts: 0.1 s doubling to 5 s, reset after a stable run."""
 
     def __init__(self) -> None:
@@ -215,37 +180,22 @@ class _Backoff:
 
 # Running gateways, stopped at interpreter exit. Strong references on purpose: a gateway that
 # is running is not garbage, like a running thread; stop() removes it.
-_RUNNING: set[_Base[Any]] = set()
+RUNNING: set[Base[Any]] = set()
 
 
 @atexit.register
 def _stop_all() -> None:
-    for gateway in list(_RUNNING):
+    for gateway in list(RUNNING):
         try:
             gateway._stop_at_exit()
         except Exception:  # one failure must not leave the other children running
             log.exception("could not stop %r at exit", gateway)
 
 
-def _terminate_pid(pid: int, grace: float) -> None:
-    """SIGTERM, then SIGKILL after `grace`, for a child whose event loop is gone."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-            time.sleep(POLL_S)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass  # already gone, or reaped by asyncio's child watcher
-
-
 class _Running(Protocol):
     """What the shared code needs of a child, sync or async."""
 
-    output: _Output
+    output: Output
     started: float
 
     @property
@@ -255,7 +205,7 @@ class _Running(Protocol):
 ChildT = TypeVar("ChildT", bound=_Running)
 
 
-class _Base(Generic[ChildT]):
+class Base(Generic[ChildT]):
     """Settings, addressing and restart policy shared by Gateway and AsyncGateway."""
 
     def __init__(
@@ -271,16 +221,22 @@ class _Base(Generic[ChildT]):
         python: str = sys.executable,
         log_requests: bool = False,
         reload: bool | None = None,
+        hmac_secret: str | None = None,
     ) -> None:
         if start_timeout <= 0 or stop_grace < 0:
             raise ValueError("start_timeout must be > 0 and stop_grace >= 0")
         if not python:
             raise GatewayError("no Python interpreter to run mini-llm with (sys.executable)")
-        self._spec = _Spec(
+        child_env = dict(env or {})  # a copy: later changes by the caller do not leak
+        if hmac_secret:
+            # The child then refuses unsigned requests; the override is a quoted YAML string.
+            child_env[SIGNING_OVERRIDE] = json.dumps(hmac_secret)
+        self._hmac_secret = hmac_secret
+        self._spec = Spec(
             None if config is None else os.fspath(config),
             host,
             port,
-            dict(env or {}),  # a copy: later changes by the caller do not leak into restarts
+            child_env,
             python,
             log_requests,
             reload,
@@ -308,12 +264,18 @@ class _Base(Generic[ChildT]):
         """The real port once started (so `port=0` resolves); before, the one asked for."""
         return self._address[1] if self._address is not None else self._spec.port
 
+    def sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        """The x-timestamp and x-signature headers for one request (needs `hmac_secret`)."""
+        if not self._hmac_secret:
+            raise GatewayError("Gateway(hmac_secret=...) is needed to sign requests")
+        return sign_request(self._hmac_secret, method, path, body)
+
     @property
     def url(self) -> str:
         """`http://HOST:PORT`, the base URL clients use; it stays valid across restarts."""
         if self._address is None:
             raise GatewayError("the gateway has not been started")
-        return _url(*self._address)
+        return http_url(*self._address)
 
     def _spawn_args(self, *, restart: bool) -> tuple[list[str], dict[str, str]]:
         # The first start asks for the configured port (which may move or be 0); a restart
