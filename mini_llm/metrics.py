@@ -86,13 +86,14 @@ def key_resting(snapshot: Snapshot) -> dict[tuple[str, str], int]:
 class _Series:
     """The children of one (api, route, provider): bound once, then used without a lookup."""
 
-    __slots__ = ("duration", "first_byte", "labels", "metrics", "statuses")
+    __slots__ = ("duration", "first_byte", "labels", "metrics", "overhead", "statuses")
 
     def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
         self.metrics = metrics
         self.labels = labels
         self.duration = metrics.duration.labels(*labels)
         self.first_byte = metrics.first_byte.labels(*labels)
+        self.overhead: Histogram | None = None  # only once a request reaches routing
         self.statuses: dict[int, Counter] = {}
 
     def count(self, status: int) -> None:
@@ -170,7 +171,6 @@ class Metrics:
         for result in ("ok", "error"):
             self.reloads.labels(result)
         self._series: dict[tuple[str, str, str], _Series] = {}
-        self._overheads: dict[str, Histogram] = {}
         self._tries: dict[tuple[str, str], Counter] = {}
         self._tokens: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
         self._table: RoutingTable | None = None
@@ -222,9 +222,9 @@ class Metrics:
             series.first_byte.observe(first_byte)
         if served is None:
             return
-        overhead = self._overheads.get(api)
+        overhead = series.overhead
         if overhead is None:
-            overhead = self._overheads[api] = self.overhead.labels(api)
+            overhead = series.overhead = self.overhead.labels(api)
         overhead.observe(max(duration - served.waited, 0.0))
         for tried in served.outcomes:
             counter = self._tries.get(tried)

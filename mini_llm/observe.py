@@ -73,17 +73,11 @@ def _observing(metrics: Metrics, state: State) -> Middleware:
         request: web.Request,
         api: str | None,
         status: int,
-        started: float,
+        duration: float,
+        first_byte: float | None,
         served: Served | None,
         cancelled: bool = False,
     ) -> None:
-        duration = clock() - started
-        if cancelled:
-            first_byte = None
-        elif served is not None and served.first_byte_at is not None:
-            first_byte = served.first_byte_at - started
-        else:
-            first_byte = duration  # a whole answer goes out as the handler returns it
         if api is not None:
             metrics.observe(api, status, duration, first_byte, served, state.current.table)
         server = state.config.server
@@ -103,32 +97,39 @@ def _observing(metrics: Metrics, state: State) -> Middleware:
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = clock()
-        request[STARTED] = started
         api = api_label(request.path)
         if api is None and not state.config.server.log_requests:
             return await handler(request)
+        request[STARTED] = started
         if api is not None:
             in_flight.inc()
         try:
             response = await handler(request)
         except asyncio.CancelledError:
-            done(request, api, CLIENT_CLOSED, started, None, cancelled=True)
+            done(request, api, CLIENT_CLOSED, clock() - started, None, None, cancelled=True)
             raise
         except web.HTTPException as exc:
-            done(request, api, exc.status, started, None)
+            duration = clock() - started
+            done(request, api, exc.status, duration, duration, None)
             raise
         except Exception:
-            done(request, api, 500, started, None)
+            duration = clock() - started
+            done(request, api, 500, duration, duration, None)
             raise
         finally:
             if api is not None:
                 in_flight.dec()
         served: Served | None = request.get(SERVED)
-        if served is not None and not response.prepared:
-            # A stream's header went out with its headers, from relay.
-            overhead = max(clock() - started - served.waited, 0.0)
-            response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.2f}"
-        done(request, api, response.status, started, served)
+        duration = clock() - started
+        first_byte = duration  # a whole answer goes out as the handler returns it
+        if served is not None:
+            if not response.prepared:
+                # (A stream has its own, set by relay before its headers went out.)
+                overhead = max(duration - served.waited, 0.0)
+                response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.2f}"
+            elif served.first_byte_at is not None:
+                first_byte = served.first_byte_at - started
+        done(request, api, response.status, duration, first_byte, served)
         return response
 
     return observe
