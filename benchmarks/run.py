@@ -137,7 +137,7 @@ async def run(opts: Options) -> dict[str, Any]:
     try:
         mock = await Proc.spawn(
             "mock",
-            [sys.executable, "-m", "benchmarks.mock_upstream"],
+            [sys.executable, "-m", "benchmarks.fake_provider"],
             cpus=load_cpus,
             cwd=str(c.REPO_ROOT),
         )
