@@ -9,6 +9,7 @@ A routing table's life (one loader for `serve`, `check-config` and hot reload)
     config.py                  frozen settings; load_config(path, env) -> Config
     routing.py, upstream.py    compile_routes -> RoutingTable; per-provider request shaping
     pools.py, keys.py          connection pools and key state, carried across reloads
+    balance.py                 strategies' target order and circuit breakers, likewise
     access.py                  who may use the gateway (keys, Host, Origin), per table
     reload.py                  watch the folder, load, swap the snapshot atomically
 
@@ -16,20 +17,23 @@ A request's life
     server.py                  bind, serve, drain on SIGTERM; workers.py for --workers N
     app.py                     create_app: /health, /v1/models, routed POST /v1/*
     front.py                   middlewares: the guard (access rules), the safety net
+    observe.py, metrics.py     the observing middleware, /metrics; accesslog.py its lines
     intake.py, form.py         request id, body within limits, the model it names
     signing.py                 request signatures (x-timestamp, x-signature)
     proxy.py                   targets -> tries -> one upstream request (see its docstring)
+    first_content.py           a stream held until its first content, so a failed start retries
     translation.py, translate/ OpenAI <-> Anthropic formats, per target
     echo.py, echo_answers.py   the builtin echo provider, answered in-process
-    relay.py                   the answer back to the client as it arrives
+    relay.py                   the answer back to the client as it arrives; usage.py reads tokens
     errors.py                  gateway errors in the client's shape; upstream failures mapped
 
 Around it
     cli.py, report.py          commands and their tables (the only users of rich)
-    client.py, checkup.py      health, smoke and chat against a running gateway
+    client.py, checkup.py      health, smoke and chat against a running gateway; top.py
     playground/                the page served at GET /
     contract.py                what a gateway and its starter agree on (argv, exit codes)
     sdk/, parent.py            Gateway / AsyncGateway for parents; the child's parent watch
+    workers.py, metrics_dir.py the --workers supervisor and its shared metrics folder
     masking.py, suggest.py     masked secrets; "did you mean"
 """
 

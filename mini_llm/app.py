@@ -79,6 +79,9 @@ async def health(request: web.Request) -> web.Response:
             "enabled": provider.enabled,
             "keys": len(provider.keys),
             "key_states": runtime.keys.states() if runtime is not None else [],
+            **(
+                runtime.circuit.shown() if runtime is not None else {"circuit": None, "until": None}
+            ),
         }
         if provider.disabled_reason:
             providers[name]["disabled_reason"] = provider.disabled_reason

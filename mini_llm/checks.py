@@ -45,19 +45,37 @@ def check_semantics(doc: Document) -> list[Problem]:
     routes = mapping(data.get("routes"))
     for alias, target in mapping(routes.get("aliases")).items():
         location: Location = ("routes", "aliases", alias)
-        if isinstance(target, list):
+        items: Any = target
+        item_location = location
+        if isinstance(target, dict):  # {strategy, targets}
+            items = target.get("targets")
+            item_location = (*location, "targets")
+            if isinstance(items, list) and target.get("strategy") == "weighted":
+                weights = [i.get("weight", 1) if isinstance(i, dict) else 1 for i in items]
+                if all(isinstance(w, (int, float)) for w in weights) and not any(weights):
+                    problems.append(
+                        doc.problem(
+                            (*location, "targets"),
+                            "every weight is 0: strategy weighted needs one target above 0",
+                        )
+                    )
+        if isinstance(items, list):
             seen: dict[str, int] = {}
-            for i, item in enumerate(target):
+            for i, entry in enumerate(items):
+                item = entry.get("target") if isinstance(entry, dict) else entry
+                at: Location = (*item_location, i)
+                if isinstance(entry, dict):
+                    at = (*at, "target")
                 if isinstance(item, str) and item in seen:
                     problems.append(
                         doc.problem(
-                            (*location, i),
+                            at,
                             f"`{item}` is already in this fallback chain"
                             f" (item {seen[item] + 1}); a target is tried once",
                         )
                     )
                     continue
-                check_target((*location, i), item)
+                check_target(at, item)
                 if isinstance(item, str):
                     seen[item] = i
         else:

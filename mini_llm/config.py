@@ -66,6 +66,17 @@ class Auth:
         return self.style
 
 
+Strategy = Literal["fallback", "weighted", "least_busy", "latency"]
+
+
+@dataclass(frozen=True)
+class Health:
+    """The circuit breaker: `failures` retryable outcomes in a row open it for `open_s`."""
+
+    failures: int = 5
+    open_s: float = 30.0
+
+
 @dataclass(frozen=True)
 class Provider:
     name: str
@@ -80,6 +91,7 @@ class Provider:
     pool: Pool = Pool()
     retry: Retry = Retry()
     cooldown: Cooldown = Cooldown()
+    health: Health = Health()
     models: tuple[str, ...] = ()
     disabled_reason: str | None = None
     # None: requests go in the format they arrived in (no translation).
@@ -143,6 +155,7 @@ class Server:
 class Target:
     provider: str
     model: str
+    weight: float = field(default=1.0, compare=False)
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.model}"
@@ -151,6 +164,8 @@ class Target:
 @dataclass(frozen=True)
 class Routes:
     aliases: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
+    # Aliases that spread load; any other alias is a fallback chain.
+    strategies: Mapping[str, Strategy] = field(default_factory=dict)
     prefixes: Mapping[str, str] = field(default_factory=dict)
     default: str | None = None
 
@@ -265,6 +280,7 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
     pool = _section(Pool, Pool(), defaults.get("pool"))
     retry = _section(Retry, Retry(), defaults.get("retry"))
     cooldown = _section(Cooldown, Cooldown(), defaults.get("cooldown"))
+    health = _section(Health, Health(), defaults.get("health"))
 
     providers: dict[str, Provider] = {}
     for name, raw in mapping(data.get("providers")).items():
@@ -286,6 +302,7 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             pool=_section(Pool, pool, spec.get("pool")),
             retry=_section(Retry, retry, spec.get("retry")),
             cooldown=_section(Cooldown, cooldown, spec.get("cooldown")),
+            health=_section(Health, health, spec.get("health")),
             models=tuple(spec.get("models") or ()),
             disabled_reason=None if builtin else _disabled_reason(doc, name, url, auth, keys),
             builtin=builtin,
@@ -296,9 +313,11 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
 
     routes = mapping(data.get("routes"))
     aliases: dict[str, tuple[Target, ...]] = {}
+    strategies: dict[str, Strategy] = {}
     for alias, raw_target in mapping(routes.get("aliases")).items():
-        items = raw_target if isinstance(raw_target, list) else [raw_target]
-        aliases[alias] = tuple(Target(*t.split(":", 1)) for t in items)
+        aliases[alias], strategy = _targets(raw_target)
+        if strategy != "fallback":
+            strategies[alias] = strategy
     server = _server(mapping(data.get("server")))
     # Only the variables that were actually set (an override's own name always is).
     environment = {
@@ -313,10 +332,28 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
         routes=Routes(
             aliases=MappingProxyType(aliases),
             prefixes=MappingProxyType(dict(mapping(routes.get("prefixes")))),
+            strategies=MappingProxyType(strategies),
             default=routes.get("default"),
         ),
         environment=MappingProxyType(environment),
     )
+
+
+def _targets(raw: Any) -> tuple[tuple[Target, ...], Strategy]:
+    """An alias's targets with their weights, and its strategy."""
+    strategy: Strategy = "fallback"
+    items = raw if isinstance(raw, list) else [raw]
+    if isinstance(raw, dict):
+        strategy = raw.get("strategy", "fallback")
+        items = raw["targets"]
+    targets = []
+    for item in items:
+        text, weight = (
+            (item["target"], item.get("weight", 1)) if isinstance(item, dict) else (item, 1)
+        )
+        provider, model = text.split(":", 1)
+        targets.append(Target(provider, model, float(weight)))
+    return tuple(targets), strategy
 
 
 def _server(spec: dict[str, Any]) -> Server:

@@ -83,6 +83,11 @@ def key_resting(snapshot: Snapshot) -> dict[tuple[str, str], int]:
     return resting
 
 
+def circuit_open(snapshot: Snapshot) -> dict[str, int]:
+    """1 for each provider whose circuit is not closed (open, or waiting for its probe)."""
+    return {name: int(r.circuit.state != "closed") for name, r in snapshot.runtimes.items()}
+
+
 class _Series:
     """The children of one (api, route, provider): bound once, then used without a lookup."""
 
@@ -193,6 +198,13 @@ class Metrics:
                 registry=None,
                 multiprocess_mode="livemax",
             )
+            self.circuit = Gauge(
+                "mini_llm_circuit_open",
+                _CIRCUIT_HELP,
+                ("provider",),
+                registry=None,
+                multiprocess_mode="livemax",
+            )
             every_worker = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
             exposed.register(_WithoutCreated([every_worker]))
 
@@ -278,6 +290,8 @@ class Metrics:
         for label, value in resting.items():
             self.resting.labels(*label).set(value)
         self._published = set(resting)
+        for provider, value in circuit_open(snapshot).items():
+            self.circuit.labels(provider).set(value)
 
     async def keep_publishing(self) -> None:
         """Publish every second: another worker may answer the next scrape."""
@@ -288,6 +302,7 @@ class Metrics:
 
 _GENERATION_HELP = "Generation of the routing table in service (1 at start, +1 per reload)."
 _RESTING_HELP = "1 while a provider key rests after a 429 or 401/402/403, else 0."
+_CIRCUIT_HELP = "1 while a provider's circuit breaker is open or half open, else 0."
 
 
 class _StateCollector(Collector):
@@ -309,6 +324,10 @@ class _StateCollector(Collector):
         for (provider, key), value in sorted(key_resting(snapshot).items()):
             resting.add_metric((provider, key), value)
         yield resting
+        circuit = GaugeMetricFamily("mini_llm_circuit_open", _CIRCUIT_HELP, labels=("provider",))
+        for provider, value in sorted(circuit_open(snapshot).items()):
+            circuit.add_metric((provider,), value)
+        yield circuit
 
 
 class _WithoutCreated(Collector):

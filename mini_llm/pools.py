@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .access import Access
+from .balance import Balancer, Circuit
 from .config import Config, Pool, Provider
 from .keys import KeyStore, MemoryKeyStore
 from .routing import RoutingTable
@@ -82,6 +83,7 @@ class ProviderRuntime:
     connections: Connections | None  # None: a builtin provider, answered in-process
     keys: KeyStore
     timeout: aiohttp.ClientTimeout
+    circuit: Circuit
 
 
 def _session_identity(provider: Provider) -> tuple[object, ...]:
@@ -99,6 +101,7 @@ class Snapshot:
     generation: int
     loaded_at: float
     access: Access
+    balancer: Balancer
 
     @property
     def config(self) -> Config:
@@ -139,10 +142,12 @@ def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
             ),
+            circuit=before.circuit if before is not None else Circuit(),
         )
     generation = previous.generation + 1 if previous is not None else 1
     access = Access(table.config.server)
-    return Snapshot(table, runtimes, generation, time.time(), access)
+    balancer = previous.balancer if previous is not None else Balancer()
+    return Snapshot(table, runtimes, generation, time.time(), access, balancer)
 
 
 def retire_unused(previous: Snapshot, current: Snapshot) -> None:

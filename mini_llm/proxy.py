@@ -19,7 +19,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +27,11 @@ from typing import Any
 from aiohttp import web
 
 from .access import Client
-from .config import Retry
+from .balance import TargetStats
+from .config import Retry, Target
 from .echo import echo_exchange
 from .errors import ProxyError, error_response, map_upstream_errors
+from .first_content import hold_until_content
 from .form import form_model, is_form, replace_value
 from .intake import check_model, model_of, read_body
 from .keys import AFTER_PAUSE, NEXT_KEY, Outcome, outcome_of
@@ -158,20 +160,39 @@ class Call:
         """Walk the targets in order until one gives an answer no later target could better."""
         last: Attempt | None = None
         previous: str | None = None
+        snapshot = self.snapshot
+        strategy = self.route.strategy
+        targets: Sequence[Target] = self.route.targets
+        balancer = snapshot.balancer if strategy != "fallback" else None
+        if balancer is not None:
+            targets = balancer.order(strategy, targets, self._usable)
         try:
-            for target in self.route.targets:
+            for target in targets:
                 if previous is not None:  # the chain moves on
                     self.fallbacks.append((previous, target.provider))
                 previous = target.provider
-                runtime = self.snapshot.runtimes.get(target.provider)
-                provider = self.snapshot.table.providers[target.provider]
+                runtime = snapshot.runtimes.get(target.provider)
+                provider = snapshot.table.providers[target.provider]
                 if runtime is None or not provider.enabled:
                     if last is None:  # an unusable target never hides what a usable one said
                         last = _disabled(str(target), provider.disabled_reason)
                     continue
+                if not runtime.circuit.allow():  # skipped as a disabled one is
+                    if last is None:
+                        last = _circuit_open(str(target), runtime)
+                    continue
+                probe = runtime.circuit.state == "half_open"  # this request is the probe
                 if runtime.connections is not None:
                     stack.enter_context(runtime.connections.in_use())
-                attempt = await self.tries(runtime, str(target), target.model)
+                stats = None
+                if balancer is not None:
+                    stats = balancer.stats(target)
+                    stack.enter_context(stats.busy())
+                try:
+                    attempt = await self.tries(runtime, str(target), target.model, stats)
+                finally:
+                    if probe:
+                        runtime.circuit.release()  # in case it ended without an outcome
                 if last is not None:
                     last.discard()
                 last = attempt
@@ -184,7 +205,13 @@ class Call:
         assert last is not None, "a route has at least one target"
         return last
 
-    async def tries(self, runtime: ProviderRuntime, route: str, model: str) -> Attempt:
+    def _usable(self, target: Target) -> bool:
+        runtime = self.snapshot.runtimes.get(target.provider)
+        return runtime is not None and runtime.provider.enabled and runtime.circuit.state != "open"
+
+    async def tries(
+        self, runtime: ProviderRuntime, route: str, model: str, stats: TargetStats | None = None
+    ) -> Attempt:
         """Tries on one target: each with a key that is not resting, pauses after failures."""
         provider = runtime.provider
         needs_key = provider.auth.needs_key
@@ -221,10 +248,13 @@ class Call:
                 tries_left -= 1
                 self.sent += 1
                 served = Served(route, provider.name, key, self.sent)
+                asked = time.perf_counter()
                 try:
                     answer = await self.send(runtime, body, key, translation)
                 except ProxyError as err:
-                    self.outcomes.append((provider.name, err.outcome or "connect_error"))
+                    outcome = err.outcome or "connect_error"
+                    self.outcomes.append((provider.name, outcome))
+                    runtime.circuit.record(outcome, provider.health)
                     if not err.retryable or tries_left <= 0:
                         return Attempt(served, None, err, err.retryable, translation)
                     await self.pause(next(waits))
@@ -237,7 +267,22 @@ class Call:
                     outcome = runtime.keys.report(
                         key, answer.status, answer.headers, provider.cooldown
                     )
+                if outcome == "ok" and answer.content_type == "text/event-stream":
+                    # Held until its first content: a stream that fails first is a failed try.
+                    anthropic = (translation.tail if translation else self.tail).startswith(
+                        "/messages"
+                    )
+                    held_at = time.perf_counter()
+                    verdict, answer = await hold_until_content(
+                        answer, anthropic, provider.timeouts.read_s
+                    )
+                    self.waited += time.perf_counter() - held_at
+                    if verdict == "failed":
+                        outcome = "server_error"
+                if stats is not None and outcome == "ok":
+                    stats.observe(time.perf_counter() - asked)
                 self.outcomes.append((provider.name, outcome))
+                runtime.circuit.record(outcome, provider.health)
                 if outcome not in NEXT_KEY and outcome not in AFTER_PAUSE:
                     return Attempt(served, answer, None, False, translation)
                 if tries_left <= 0:
@@ -289,6 +334,16 @@ class Call:
 def _disabled(route: str, reason: str | None) -> Attempt:
     message = f"{reason}; requests routed to it cannot be served"
     error = ProxyError(503, "provider_disabled", message, retryable=True)
+    return Attempt(Served(route), None, error, retryable=True)
+
+
+def _circuit_open(route: str, runtime: ProviderRuntime) -> Attempt:
+    shown = runtime.circuit.shown()
+    message = (
+        f"provider `{runtime.provider.name}` failed {runtime.provider.health.failures} times in "
+        f"a row; it is skipped until {shown['until'] or 'a probe succeeds'}"
+    )
+    error = ProxyError(503, "provider_unavailable", message, retryable=True)
     return Attempt(Served(route), None, error, retryable=True)
 
 

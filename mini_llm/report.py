@@ -41,6 +41,12 @@ def config_facts(config: Config) -> dict[str, Any]:
         "providers": providers,
         "routes": {
             "aliases": {a: [str(t) for t in ts] for a, ts in routes.aliases.items()},
+            "strategies": dict(routes.strategies),
+            "weights": {
+                a: [t.weight for t in ts]
+                for a, ts in routes.aliases.items()
+                if routes.strategies.get(a) == "weighted"
+            },
             "prefixes": dict(routes.prefixes),
             "default": routes.default,
         },
@@ -75,8 +81,13 @@ def print_config(console: Console, facts: dict[str, Any]) -> None:
         routes.add_column(column, overflow="fold")
     r = facts["routes"]
     for alias, targets in r["aliases"].items():
-        kind = "fallback" if len(targets) > 1 else "alias"
-        routes.add_row(kind, escape(alias), escape(" -> ".join(targets)))
+        kind = r["strategies"].get(alias) or ("fallback" if len(targets) > 1 else "alias")
+        weights = r["weights"].get(alias)
+        if weights is not None:
+            shown = ", ".join(f"{t} (weight {w:g})" for t, w in zip(targets, weights, strict=True))
+        else:
+            shown = " -> ".join(targets)
+        routes.add_row(kind, escape(alias), escape(shown))
     for prefix, provider in sorted(r["prefixes"].items(), key=lambda kv: -len(kv[0])):
         routes.add_row("prefix", escape(f"{prefix}*"), escape(provider))
     routes.add_row("default", "*", escape(r["default"] or "- (unmatched models get 404)"))
@@ -134,6 +145,7 @@ def route_facts(table: RoutingTable, model: str, path: str) -> dict[str, Any]:
             {
                 "provider": target.provider,
                 "model": target.model,
+                "weight": target.weight,
                 "enabled": provider.enabled,
                 "disabled_reason": provider.disabled_reason,
                 "builtin": provider.builtin,
@@ -151,6 +163,7 @@ def route_facts(table: RoutingTable, model: str, path: str) -> dict[str, Any]:
         "rule": route.rule,
         "matched": route.matched,
         "explanation": route.describe(),
+        "strategy": route.strategy,
         "targets": targets,
     }
 
@@ -164,6 +177,12 @@ def print_route(console: Console, facts: dict[str, Any]) -> None:
         highlight=False,
     )
     chain = len(facts["targets"]) > 1
+    if facts["strategy"] != "fallback":
+        console.print(
+            f"strategy {facts['strategy']}: the first pick is spread over the targets; after a"
+            " retryable outcome the others are tried in turn",
+            highlight=False,
+        )
     for i, t in enumerate(facts["targets"], 1):
         table = Table(
             show_header=False, title=f"target {i}" if chain else None, title_justify="left"
@@ -176,6 +195,8 @@ def print_route(console: Console, facts: dict[str, Any]) -> None:
             else f"[yellow]disabled[/]: {escape(t['disabled_reason'])} (503)"
         )
         table.add_row("provider", f"{escape(t['provider'])} ({status})")
+        if facts["strategy"] == "weighted":
+            table.add_row("weight", f"{t['weight']:g}")
         note = "" if not t["body_rewritten"] else "  [dim](body rewritten)[/]"
         table.add_row("upstream model", escape(t["model"]) + note)
         if t["format"] is not None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import Config, Provider, Target
+from .config import Config, Provider, Strategy, Target
 from .suggest import nearest
 from .upstream import Upstream
 
@@ -21,6 +21,7 @@ class Route:
     rule: Rule
     matched: str
     targets: tuple[Target, ...]
+    strategy: Strategy = "fallback"
 
     @property
     def label(self) -> str:
@@ -33,6 +34,8 @@ class Route:
         return self.rule
 
     def describe(self) -> str:
+        if self.rule == "alias" and self.strategy != "fallback":
+            return f"{self.strategy} alias `{self.matched}`"
         if self.rule == "alias":
             kind = "fallback chain" if len(self.targets) > 1 else "alias"
             return f"{kind} `{self.matched}`"
@@ -76,7 +79,10 @@ class RoutingTable:
         self._aliases = dict(config.routes.aliases)
         # The common case, an alias, costs one dict lookup and no allocation.
         self._alias_routes = {
-            name: Route(name, "alias", name, targets) for name, targets in self._aliases.items()
+            name: Route(
+                name, "alias", name, targets, config.routes.strategies.get(name, "fallback")
+            )
+            for name, targets in self._aliases.items()
         }
         self._prefixes = sorted(config.routes.prefixes.items(), key=lambda kv: -len(kv[0]))
         self._default = config.routes.default

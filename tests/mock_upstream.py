@@ -13,6 +13,9 @@ Behaviour is chosen by the upstream model name the gateway sends:
 - ``cached-usage``: a chat completion whose usage has cached prompt tokens (10 of 40).
 - ``truncated-json`` / ``truncated-big-json``: half of a 100 B / 200 kB JSON body, then a cut.
 - ``flaky-N``: the first N requests for this model get 503, then 200.
+- ``slow-N``: a normal JSON answer after N milliseconds.
+- ``error-first`` / ``drop-first``: a stream that starts (role chunk or ``message_start``),
+  then sends an error event / cuts the connection, before any content.
 - anything else: a normal answer (SSE when ``stream`` is true, with a usage chunk when
   ``stream_options.include_usage``), echoing what it received.
 
@@ -136,6 +139,10 @@ class MockUpstream:
             return _error(int(model[7:]), f"mock error {model[7:]}")
         if model.startswith("flaky-") and self._counts[model] <= int(model[6:]):
             return _error(503, "mock: temporarily overloaded")
+        if model.startswith("slow-") and model[5:].isdigit():
+            await asyncio.sleep(int(model[5:]) / 1000)
+        if model in ("error-first", "drop-first"):
+            return await self._failing_start(request, model, anthropic)
         if model == "hang":
             await asyncio.sleep(3600)
         if model == "drop":
@@ -174,6 +181,29 @@ class MockUpstream:
         answer = _anthropic_message(model) if anthropic else _openai_completion(model, doc)
         answer["x_table"] = request.headers.get("x-table")  # lets tests see which table sent it
         return web.json_response(answer, headers={"x-request-id": "upstream-req-1"})
+
+    async def _failing_start(
+        self, request: web.Request, model: str, anthropic: bool
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if anthropic:
+            await response.write(_anthropic_events(model)[0])
+        else:
+            role = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+            await response.write(b"data: " + json.dumps(role).encode() + b"\n\n")
+        if model == "drop-first":
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        error = {"type": "overloaded_error", "message": "mock: overloaded"}
+        if anthropic:
+            data = json.dumps({"type": "error", "error": error})
+            await response.write(f"event: error\ndata: {data}\n\n".encode())
+        else:
+            await response.write(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+        await response.write_eof()
+        return response
 
     async def _stream(
         self, request: web.Request, model: str, anthropic: bool, usage: bool = False

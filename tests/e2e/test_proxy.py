@@ -402,6 +402,8 @@ def test_health_and_models(client: httpx.Client, gateway: GatewayProcess) -> Non
             {"id": "sk-…1111", "state": "ok", "until": None, "failures": 0},
             {"id": "sk-…2222", "state": "ok", "until": None, "failures": 0},
         ],
+        "circuit": "closed",
+        "until": None,
     }
     assert health["providers"]["off"]["enabled"] is False
     assert KEY_ONE not in json.dumps(health)

@@ -251,7 +251,7 @@ def test_model_aliases_without_routes_in_the_file(tmp_path: Path) -> None:
         ("{chat: openai:gpt-4o}", "MINI_LLM_MODEL_ALIASES is not valid JSON"),
         ('["openai:gpt-4o"]', "MINI_LLM_MODEL_ALIASES must be a JSON object"),
         ('{"chat": "gpt-4o"}', "`gpt-4o` must be `provider:model`"),
-        ('{"chat": 5}', "expected a string or a list, got an integer"),
+        ('{"chat": 5}', "expected a string or a list or a mapping, got an integer"),
         ('{"chat": "opena:gpt-4o"}', "did you mean `openai`?"),
     ],
 )

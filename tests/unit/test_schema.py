@@ -81,9 +81,10 @@ def test_defaults_section_covers_every_overridable_setting() -> None:
         "pool",
         "retry",
         "cooldown",
+        "health",
     }
     provider = set(s["$defs"]["provider"]["properties"])
-    assert provider >= {"timeouts", "pool", "retry", "cooldown"}
+    assert provider >= {"timeouts", "pool", "retry", "cooldown", "health"}
 
 
 # Problems -------------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ def test_alias_target_shape() -> None:
         (5, 15, "expected a string, got an integer (put it in quotes to make it text)",
          "/routes/aliases/b/1"),
         (6, 8, "must list at least 1 item(s)", "/routes/aliases/c"),
-        (7, 8, "expected a string or a list, got an integer", "/routes/aliases/d"),
+        (7, 8, "expected a string or a list or a mapping, got an integer", "/routes/aliases/d"),
     ]  # fmt: skip
 
 
