@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -120,6 +120,7 @@ class RedisState:
         poll_s: float = 0.05,
         retry_s: float = 0.5,
         prefix: str = "mini-llm:",
+        max_connections: int = 32,
     ) -> None:
         self.errors = 0  # failed or timed-out Redis calls: mini_llm_state_errors_total
         self.fallbacks = 0  # decisions made from local memory instead
@@ -131,10 +132,18 @@ class RedisState:
         self.prefix = prefix
         self.cooldowns = Cooldowns(self._write_rest)
         self._url = url
-        # No retries inside redis-py: the 50 ms bound and the memory fallback are the policy.
-        self._redis: Redis = Redis.from_url(
-            url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1.0, socket_timeout=1.0
+        # A bounded pool that makes a burst wait its turn (within the 50 ms) rather than open
+        # a connection per request or fail past redis-py's default of 100. No retries inside
+        # redis-py: the 50 ms bound and the memory fallback are the policy.
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=None,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=1.0,
+            socket_timeout=1.0,
         )
+        self._redis: Redis = Redis(connection_pool=pool)
         self._admit = self._redis.register_script(ADMIT)
         self._settle = self._redis.register_script(SETTLE)
         self._rest = self._redis.register_script(REST)
@@ -152,8 +161,18 @@ class RedisState:
         return True
 
     async def start(self) -> None:
+        """Poll for rests in the background; the first round also loads the scripts."""
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    async def _warm(self) -> bool:
+        """Load the scripts and open a connection before requests need them (1 s allowed)."""
+
+        async def load() -> None:
+            for script in (self._admit, self._settle, self._rest):
+                await self._redis.script_load(script.script)
+
+        return not isinstance(await self._call(load, timeout_s=1.0), _Failed)
 
     async def close(self) -> None:
         tasks = [*self._tasks, *([self._poller] if self._poller else [])]
@@ -161,7 +180,7 @@ class RedisState:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._poller = None
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
     # Every Redis call goes through here -----------------------------------------------------
 
@@ -170,11 +189,13 @@ class RedisState:
         """False while Redis is kept out of the path after a failure."""
         return time.monotonic() >= self._down_until
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T | _Failed:
+    async def _call(
+        self, operation: Callable[[], Awaitable[T]], timeout_s: float | None = None
+    ) -> T | _Failed:
         if not self.available:
             return FAILED
         try:
-            result = await asyncio.wait_for(operation(), self.timeout_s)
+            result = await asyncio.wait_for(operation(), timeout_s or self.timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # whatever Redis does, the request goes on without it
@@ -259,6 +280,7 @@ class RedisState:
         return True
 
     async def _poll_forever(self) -> None:
+        await self._warm()
         while True:
             await asyncio.sleep(self.poll_s)
             await self.poll()
