@@ -9,6 +9,7 @@ A routing table's life (one loader for `serve`, `check-config` and hot reload)
     config.py                  frozen settings; load_config(path, env) -> Config
     routing.py, upstream.py    compile_routes -> RoutingTable; per-provider request shaping
     pools.py, keys.py          connection pools and key state, carried across reloads
+    state/                     cooldowns, rate limits, cache: in memory, or Redis for replicas
     access.py                  who may use the gateway (keys, Host, Origin), per table
     reload.py                  watch the folder, load, swap the snapshot atomically
 
