@@ -10,6 +10,7 @@ A routing table's life (one loader for `serve`, `check-config` and hot reload)
     routing.py, upstream.py    compile_routes -> RoutingTable; per-provider request shaping
     pools.py, keys.py          connection pools and key state, carried across reloads
     balance.py                 strategies' target order and circuit breakers, likewise
+    state/                     cooldowns, rate limits, cache: in memory, or Redis for replicas
     access.py                  who may use the gateway (keys, Host, Origin), per table
     reload.py                  watch the folder, load, swap the snapshot atomically
 

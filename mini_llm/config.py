@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from .checks import check_semantics, mapping
 from .environ import apply_overrides
-from .masking import mask, mask_url
+from .masking import mask, mask_url, mask_userinfo
 from .schema import validate
 from .source import ConfigError, Document, Location, Problem, pointer, read_document
 
@@ -46,6 +46,17 @@ class Retry:
 class Cooldown:
     rate_limited_s: float = 30.0
     auth_failed_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Requests and tokens per minute for one scope (a provider, a gateway key); None: no limit."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,7 @@ class Provider:
     default_max_tokens: int = 4096
     # A provider served inside the gateway (`echo`): no base_url, no keys, no network.
     builtin: str | None = None
+    limits: Limits = Limits()
 
     @property
     def enabled(self) -> bool:
@@ -119,6 +131,7 @@ class GatewayKey:
 
     name: str
     key: str = field(repr=False)
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True)
@@ -171,6 +184,24 @@ class Routes:
 
 
 @dataclass(frozen=True)
+class State:
+    """Where cooldowns, rate-limit counters and cache entries live: Redis, or "" for memory."""
+
+    redis: str = field(default="", repr=False)
+
+    def __repr__(self) -> str:
+        return f"State(redis={mask_userinfo(self.redis)!r})"
+
+
+@dataclass(frozen=True)
+class Cache:
+    enabled: bool = False
+    ttl_s: float = 60.0
+    max_entries: int = 1000
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     server: Server
@@ -179,6 +210,8 @@ class Config:
     # JSON pointer -> environment variables that produced the value.
     environment: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: tuple[Problem, ...] = ()
+    state: State = State()
+    cache: Cache = Cache()
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
@@ -243,6 +276,8 @@ def _with_warnings(config: Config, warnings: list[Problem]) -> Config:
         routes=config.routes,
         environment=config.environment,
         warnings=tuple(sorted(warnings)),
+        state=config.state,
+        cache=config.cache,
     )
 
 
@@ -309,6 +344,7 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             format=spec.get("format"),
             drop_unsupported=bool(spec.get("drop_unsupported", False)),
             default_max_tokens=int(spec.get("default_max_tokens", 4096)),
+            limits=_section(Limits, Limits(), spec.get("limits")),
         )
 
     routes = mapping(data.get("routes"))
@@ -336,6 +372,8 @@ def _build(doc: Document, env: Mapping[str, str]) -> Config:
             default=routes.get("default"),
         ),
         environment=MappingProxyType(environment),
+        state=State(redis=str(mapping(data.get("state")).get("redis") or "").strip()),
+        cache=_section(Cache, Cache(), data.get("cache")),
     )
 
 
@@ -383,7 +421,8 @@ def _gateway_keys(value: Any) -> tuple[GatewayKey, ...]:
         if isinstance(item, str) and item.strip():
             keys.append(GatewayKey(f"key-{len(keys) + 1}", item.strip()))
         elif isinstance(item, dict) and str(item.get("key") or "").strip():
-            keys.append(GatewayKey(str(item["name"]), str(item["key"]).strip()))
+            limits = _section(Limits, Limits(), item.get("limits"))
+            keys.append(GatewayKey(str(item["name"]), str(item["key"]).strip(), limits))
     return tuple(keys)
 
 

@@ -30,3 +30,13 @@ def mask(secret: str) -> str:
     if len(secret) < 16:
         return "…" + secret[-2:]
     return secret[:3] + "…" + secret[-4:]
+
+
+def mask_userinfo(url: str) -> str:
+    """A URL with the password of its user part masked: redis://:sk-…abcd@host:6379/0."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}://{user}{colon}{mask(password) if colon else ''}@{hostpart}"

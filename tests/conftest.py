@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import GatewayProcess
+from .helpers import GatewayProcess, RedisServer
 from .mock_upstream import MockUpstream
 
 
@@ -46,3 +48,17 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     yield start
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own; skipped if absent, except in CI (.ci/run installs it)."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder).start()
+    yield server
+    server.stop()
