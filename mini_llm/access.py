@@ -83,11 +83,22 @@ def hostname(host: str) -> str:
 class Access:
     """The access rules of one routing table."""
 
-    __slots__ = ("_hosts", "_keys", "_memo", "any_origin", "hmac_secret", "keys_on", "origins")
+    __slots__ = (
+        "_hosts",
+        "_keys",
+        "_memo",
+        "any_origin",
+        "hmac_secret",
+        "key_limits",
+        "keys_on",
+        "origins",
+    )
 
     def __init__(self, server: Server) -> None:
         self._keys = tuple((k.key.encode(), k.name) for k in server.auth.keys)
         self.keys_on = bool(self._keys)
+        # Rate limits of the gateway keys that have them, by key name.
+        self.key_limits = {k.name: k.limits for k in server.auth.keys if k.limits}
         self.hmac_secret = server.auth.hmac_secret
         self.origins = frozenset(o.lower() for o in server.allowed_origins if o != "*")
         self.any_origin = "*" in server.allowed_origins

@@ -19,6 +19,8 @@ from .pools import Connections, Snapshot, build_snapshot, retire_unused
 from .proxy import REPLAYS, handle
 from .routing import compile_routes
 from .signing import Replays
+from .state import State as SharedState
+from .state import open_state
 
 log = logging.getLogger("mini_llm")
 
@@ -29,6 +31,9 @@ class State:
     def __init__(self, config: Config) -> None:
         self._initial = config  # served once the app starts
         self.snapshot: Snapshot | None = None
+        # Cooldowns, limits and cache entries: one store for the process's life (state.redis
+        # needs a restart to change).
+        self.shared: SharedState = open_state(config.state, config.cache)
         self.last_error: str | None = None
         # Every pool ever handed out and not yet closed, so shutdown closes retired ones too.
         self._connections: set[Connections] = set()
@@ -46,7 +51,7 @@ class State:
     def install(self, config: Config) -> Snapshot:
         """Compile a table and make it current; warm pools of unchanged providers are kept."""
         previous = self.snapshot
-        snapshot = build_snapshot(compile_routes(config), previous)
+        snapshot = build_snapshot(compile_routes(config), previous, self.shared)
         self.snapshot = snapshot  # the one atomic swap
         self.last_error = None
         if previous is not None:
@@ -60,6 +65,7 @@ class State:
     async def close(self) -> None:
         for connections in self._connections:
             await connections.close()
+        await self.shared.close()
 
 
 STATE = web.AppKey("state", State)
@@ -143,6 +149,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(add_cors_headers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await state.shared.start()
         state.install(state.config)
         yield
         await state.close()

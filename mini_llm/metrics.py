@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -198,6 +198,12 @@ class Metrics:
                 registry=None,
                 multiprocess_mode="livemax",
             )
+            self.state_errors = Gauge(  # a worker's own count, summed over the live ones
+                "mini_llm_state_errors_total",
+                _STATE_ERRORS_HELP,
+                registry=None,
+                multiprocess_mode="livesum",
+            )
             self.circuit = Gauge(
                 "mini_llm_circuit_open",
                 _CIRCUIT_HELP,
@@ -292,6 +298,7 @@ class Metrics:
         self._published = set(resting)
         for provider, value in circuit_open(snapshot).items():
             self.circuit.labels(provider).set(value)
+        self.state_errors.set(snapshot.shared.errors)
 
     async def keep_publishing(self) -> None:
         """Publish every second: another worker may answer the next scrape."""
@@ -302,6 +309,7 @@ class Metrics:
 
 _GENERATION_HELP = "Generation of the routing table in service (1 at start, +1 per reload)."
 _RESTING_HELP = "1 while a provider key rests after a 429 or 401/402/403, else 0."
+_STATE_ERRORS_HELP = "Shared-state (Redis) calls that failed or were slow; memory decided them."
 _CIRCUIT_HELP = "1 while a provider's circuit breaker is open or half open, else 0."
 
 
@@ -324,6 +332,9 @@ class _StateCollector(Collector):
         for (provider, key), value in sorted(key_resting(snapshot).items()):
             resting.add_metric((provider, key), value)
         yield resting
+        yield CounterMetricFamily(
+            "mini_llm_state_errors", _STATE_ERRORS_HELP, value=snapshot.shared.errors
+        )
         circuit = GaugeMetricFamily("mini_llm_circuit_open", _CIRCUIT_HELP, labels=("provider",))
         for provider, value in sorted(circuit_open(snapshot).items()):
             circuit.add_metric((provider,), value)

@@ -15,8 +15,9 @@ import aiohttp
 from .access import Access
 from .balance import Balancer, Circuit
 from .config import Config, Pool, Provider
-from .keys import KeyStore, MemoryKeyStore
+from .keys import KeyStore
 from .routing import RoutingTable
+from .state import State as SharedState
 from .upstream import Upstream
 
 log = logging.getLogger("mini_llm")
@@ -102,13 +103,14 @@ class Snapshot:
     loaded_at: float
     access: Access
     balancer: Balancer
+    shared: SharedState  # cooldowns, rate limits and cache entries (memory or Redis)
 
     @property
     def config(self) -> Config:
         return self.table.config
 
 
-def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
+def build_snapshot(table: RoutingTable, previous: Snapshot | None, shared: SharedState) -> Snapshot:
     """Runtimes for a new table, reusing warm pools and key state of unchanged providers."""
     old = previous.runtimes if previous is not None else {}
     runtimes: dict[str, ProviderRuntime] = {}
@@ -130,7 +132,7 @@ def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
         if before is not None and before.keys.keys == provider.keys:
             keys = before.keys
         else:
-            keys = MemoryKeyStore(provider.keys, provider=name)
+            keys = shared.key_store(provider.keys, name)
             if before is not None:
                 keys.adopt(before.keys)
         timeouts = provider.timeouts
@@ -147,7 +149,7 @@ def build_snapshot(table: RoutingTable, previous: Snapshot | None) -> Snapshot:
     generation = previous.generation + 1 if previous is not None else 1
     access = Access(table.config.server)
     balancer = previous.balancer if previous is not None else Balancer()
-    return Snapshot(table, runtimes, generation, time.time(), access, balancer)
+    return Snapshot(table, runtimes, generation, time.time(), access, balancer, shared)
 
 
 def retire_unused(previous: Snapshot, current: Snapshot) -> None:

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .access import Client
 from .balance import TargetStats
-from .config import Retry, Target
+from .config import Limits, Retry, Target
 from .echo import echo_exchange
 from .errors import ProxyError, error_response, map_upstream_errors
 from .first_content import hold_until_content
@@ -40,6 +41,7 @@ from .pools import ProviderRuntime, Snapshot
 from .relay import Answer, Relayed, relay
 from .routing import ModelNotFound, Route
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Replays, verify
+from .state import Budget, CachedAnswer, cache_key, estimate_tokens
 from .translate import needs_translation
 from .translation import Translation, translation_for
 from .upstream import body_for
@@ -94,11 +96,13 @@ class Call:
     """One routed request on the table it started with."""
 
     __slots__ = (
+        "admitted",
         "ask_usage",
         "body",
         "doc",
         "fallbacks",
         "form_span",
+        "kept",
         "outcomes",
         "request",
         "request_id",
@@ -108,6 +112,7 @@ class Call:
         "started",
         "strip_usage",
         "tail",
+        "tokens",
         "waited",
     )
 
@@ -130,6 +135,9 @@ class Call:
         self.form_span = form_span  # where the model is in a multipart body
         self.tail = request.rel_url.raw_path[3:]  # after "/v1", still percent-encoded
         self.sent = 0  # upstream requests made so far
+        self.tokens = 0  # the input's estimate, when a token limit counts it
+        self.kept: bytes | None = None  # the whole answer relayed, when the cache keeps it
+        self.admitted: list[Budget] = []  # rate-limit budgets this request was counted in
         self.started: float = request.get(STARTED) or time.perf_counter()
         self.waited = 0.0  # seconds awaiting upstream answers' headers, and retry pauses
         self.outcomes: list[tuple[str, Outcome]] = []
@@ -181,6 +189,12 @@ class Call:
                     if last is None:
                         last = _circuit_open(str(target), runtime)
                     continue
+                if provider.limits:
+                    refused = await self._admit(provider.name, provider.limits, str(target))
+                    if refused is not None:  # over its limit: skipped as a disabled one is
+                        if last is None:
+                            last = refused
+                        continue
                 probe = runtime.circuit.state == "half_open"  # this request is the probe
                 if runtime.connections is not None:
                     stack.enter_context(runtime.connections.in_use())
@@ -204,6 +218,37 @@ class Call:
             raise
         assert last is not None, "a route has at least one target"
         return last
+
+    async def _admit(self, provider: str, limits: Limits, route: str) -> Attempt | None:
+        budget = Budget(f"provider:{provider}", limits.rpm, limits.tpm)
+        if limits.tpm is not None and not self.tokens:
+            self.tokens = estimate_tokens(self.body)
+        decision = await self.snapshot.shared.admit([budget], self.tokens)
+        if decision.allowed:
+            self.admitted.append(budget)
+            return None
+        message = f"provider `{provider}` is over its {decision.limit} limit; retry later"
+        error = ProxyError(429, "rate_limited", message, decision.headers, retryable=True)
+        return Attempt(Served(route, provider), None, error, retryable=True)
+
+    async def admit_key(self, name: str, limits: Limits) -> ProxyError | None:
+        budget = Budget(f"key:{name}", limits.rpm, limits.tpm)
+        if limits.tpm is not None:
+            self.tokens = estimate_tokens(self.body)
+        decision = await self.snapshot.shared.admit([budget], self.tokens)
+        if decision.allowed:
+            self.admitted.append(budget)
+            return None
+        message = f"gateway key `{name}` is over its {decision.limit} limit; retry later"
+        return ProxyError(429, "rate_limited", message, decision.headers)
+
+    async def settle(self, served: Served) -> None:
+        """Correct the token counts of the budgets this request was admitted to."""
+        usage = served.usage
+        if not any(b.tpm is not None for b in self.admitted) or usage is None:
+            return
+        actual = (usage.input or 0) + (usage.output or 0)
+        await self.snapshot.shared.settle(self.admitted, self.tokens, actual)
 
     def _usable(self, target: Target) -> bool:
         runtime = self.snapshot.runtimes.get(target.provider)
@@ -390,6 +435,7 @@ async def handle(
             raise ProxyError(404, "model_not_found", str(exc)) from None
         if client is not None and client.via != "x-mini-llm-key":
             _check_passthrough(snapshot, route)
+        key_limits = snapshot.access.key_limits.get(client.name) if client is not None else None
     except ProxyError as err:
         refused = error_response(path, request_id, "-", err)
         if err.status == 408:  # the rest of the body is not waited for: answer and hang up
@@ -400,14 +446,69 @@ async def handle(
                 request.transport.close()
         return refused, Served()
     call = Call(request, request_id, snapshot, body, doc, route, form_span)
+    if key_limits is not None and client is not None:
+        refused_by_key = await call.admit_key(client.name, key_limits)
+        if refused_by_key is not None:
+            return error_response(path, request_id, "-", refused_by_key), Served()
+    cache = snapshot.config.cache
+    if not cache.enabled:
+        response, served = await _forward_and_relay(call, path, request_id)
+    else:
+        response, served = await _cached(call, path, request_id, client, cache.max_body_bytes)
+    if call.admitted:
+        await call.settle(served)
+    return response, served
+
+
+CACHE_HEADER = "x-mini-llm-cache"
+# Headers of a cached answer worth replaying; the rest are per response.
+_CACHED_HEADERS = frozenset({"content-type", "content-encoding", "x-mini-llm-route"})
+
+
+async def _cached(
+    call: Call, path: str, request_id: str, client: Client | None, limit: int
+) -> tuple[web.StreamResponse, Served]:
+    """The response cache: a stored complete 200 answer, or the upstream's, stored."""
+    request = call.request
+    control = request.headers.get("Cache-Control", "").lower()
+    if "no-cache" in control or "no-store" in control:
+        return await _forward_and_relay(call, path, request_id, mark="bypass")
+    shared = call.snapshot.shared
+    targets = [str(t) for t in call.route.targets]
+    name = client.name if client is not None else None
+    key = cache_key(path, targets, call.doc if call.doc else call.body, name)
+    stored = await shared.cache_get(key)
+    found = CachedAnswer.from_bytes(stored) if stored is not None else None
+    if found is not None:
+        replayed = CIMultiDict(found.headers)
+        replayed["x-request-id"] = request_id
+        replayed[CACHE_HEADER] = "hit"
+        hit = web.Response(status=found.status, body=found.body, headers=replayed)
+        route = replayed.get("x-mini-llm-route", "-")
+        return hit, Served(route, route.partition(":")[0] or None, rule=call.route.label)
+    response, served = await _forward_and_relay(call, path, request_id, keep=limit, mark="miss")
+    body = call.kept
+    if body is not None and response.status == 200:
+        headers = tuple((n, v) for n, v in response.headers.items() if n.lower() in _CACHED_HEADERS)
+        ttl = call.snapshot.config.cache.ttl_s
+        await shared.cache_set(key, CachedAnswer(200, headers, body).to_bytes(), ttl)
+    return response, served
+
+
+async def _forward_and_relay(
+    call: Call, path: str, request_id: str, keep: int | None = None, mark: str | None = None
+) -> tuple[web.StreamResponse, Served]:
+    """Forward, then relay the chosen answer; `mark` is the x-mini-llm-cache verdict."""
+    extra = {CACHE_HEADER: mark} if mark is not None else None
+    request = call.request
     with ExitStack() as stack:  # the pools in use until the answer is relayed
         attempt = await call.forward(stack)
         served = attempt.served
         if attempt.answer is None:
             assert attempt.error is not None
-            return error_response(path, request_id, served.route, attempt.error), call.served(
-                served
-            )
+            refused = error_response(path, request_id, served.route, attempt.error)
+            refused.headers.update(extra or {})
+            return refused, call.served(served)
         try:
             relayed = await relay(
                 request,
@@ -418,9 +519,14 @@ async def handle(
                 attempt.translation,
                 since=call.started + call.waited,
                 strip_usage=call.strip_usage,
+                keep=keep if attempt.translation is None else None,
+                extra=extra,
             )
         except ProxyError as err:
-            return error_response(path, request_id, served.route, err), call.served(served)
+            failed = error_response(path, request_id, served.route, err)
+            failed.headers.update(extra or {})
+            return failed, call.served(served)
+        call.kept = relayed.body
         return relayed.response, call.served(served, relayed)
 
 

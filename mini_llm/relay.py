@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
 import aiohttp
@@ -72,9 +73,12 @@ class Relayed(NamedTuple):
     usage: Usage | None
     waited: float  # seconds spent awaiting the upstream's body
     first_byte_at: float | None  # perf_counter() when a stream's first bytes went out
+    body: bytes | None = None  # everything the client got, when asked to keep it (the cache)
 
 
-def response_headers(upstream: Answer, request_id: str, route: str) -> CIMultiDict[str]:
+def response_headers(
+    upstream: Answer, request_id: str, route: str, extra: Mapping[str, str] | None = None
+) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones, plus the gateway's own."""
     headers = CIMultiDict[str]()
     for name, value in upstream.headers.items():
@@ -85,6 +89,8 @@ def response_headers(upstream: Answer, request_id: str, route: str) -> CIMultiDi
         headers["x-upstream-request-id"] = upstream_id
     headers["x-request-id"] = request_id
     headers["x-mini-llm-route"] = route
+    if extra:
+        headers.update(extra)
     return headers
 
 
@@ -98,23 +104,32 @@ async def relay(
     *,
     since: float,
     strip_usage: bool = False,
+    keep: int | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> Relayed:
     """Send the upstream's answer to the client as it arrives; the upstream is closed after.
 
     `since` is the perf_counter() the gateway's own time counts from (the request's start,
     moved on by the time already spent waiting on the upstream). `strip_usage`: the usage
-    chunk of this OpenAI stream was asked for by the gateway, not by the client.
+    chunk of this OpenAI stream was asked for by the gateway, not by the client. `keep`: the
+    largest answer to give back whole in `Relayed.body` (for the cache), None for none.
     """
     if translation is not None:
-        return await _translated(request, upstream, provider, request_id, route, translation, since)
-    headers = response_headers(upstream, request_id, route)
+        return await _translated(
+            request, upstream, provider, request_id, route, translation, since, extra
+        )
+    headers = response_headers(upstream, request_id, route, extra)
     event_stream = upstream.content_type == "text/event-stream"
     if event_stream:
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
     length = upstream.content_length
     if not event_stream and length is not None and length <= WHOLE_ANSWER_MAX_BYTES:
-        return await _whole(upstream, provider, headers)
+        whole = await _whole(upstream, provider, headers)
+        if keep is not None and whole.response.status == 200 and length <= keep:
+            assert isinstance(whole.response, web.Response)
+            return whole._replace(body=whole.response.body)  # type: ignore[arg-type]
+        return whole
     scanner = _scanner(upstream, strip_usage)
     clock = time.perf_counter
     waited = 0.0
@@ -124,6 +139,8 @@ async def relay(
     read = upstream.content.readany
     feed = scanner.feed if scanner is not None else None
     tail = b"\n\n"
+    kept: list[bytes] | None = [] if keep is not None and upstream.status == 200 else None
+    kept_size = 0
     try:
         await response.prepare(request)
         while True:
@@ -149,9 +166,18 @@ async def relay(
                 first_byte_at = clock()
             if event_stream:
                 tail = chunk[-2:]
+            if kept is not None:
+                kept.append(chunk)
+                kept_size += len(chunk)
+                if keep is not None and kept_size > keep:
+                    kept = None  # too large to keep
         if scanner is not None and (held := scanner.close()):
             await response.write(held)
+            if kept is not None:
+                kept.append(held)
         await response.write_eof()
+        if kept is not None:
+            return Relayed(response, _usage(scanner), waited, first_byte_at, b"".join(kept))
     except ConnectionResetError:
         log.debug("client went away during the response")
     except Exception:
@@ -203,9 +229,10 @@ async def _translated(
     route: str,
     translation: Translation,
     since: float,
+    extra: Mapping[str, str] | None = None,
 ) -> Relayed:
     """An answer in the provider's format, rewritten into the client's as it arrives."""
-    headers = response_headers(upstream, request_id, route)
+    headers = response_headers(upstream, request_id, route, extra)
     for name in RESPONSE_HEADERS_TO_DROP:
         headers.popall(name, None)
     if translation.dropped:

@@ -161,7 +161,9 @@ class RedisState:
         return True
 
     async def start(self) -> None:
-        """Poll for rests in the background; the first round also loads the scripts."""
+        """Connect and load the scripts (1 s at most, so the first requests find them ready),
+        then poll for rests in the background."""
+        await self._warm()
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
