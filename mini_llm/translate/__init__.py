@@ -65,8 +65,45 @@ def translate_request(
     """
     carry = Carry(to, drop_unsupported)
     if to == "anthropic":
-        return to_anthropic_request(doc, carry, default_max_tokens), carry.dropped
-    return to_openai_request(doc, carry), carry.dropped
+        translated = to_anthropic_request(doc, carry, default_max_tokens)
+    else:
+        translated = to_openai_request(doc, carry)
+    _check_tool_results(doc)  # after what the fields say: those errors name a field first
+    return translated, carry.dropped
+
+
+def _check_tool_results(doc: JSON) -> None:
+    """Every tool result answers a tool call made earlier in the conversation."""
+    messages = doc.get("messages")
+    if not isinstance(messages, list):
+        return
+    called: set[str] = set()
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue
+        for call in message.get("tool_calls") or ():  # OpenAI assistant turns
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                called.add(call["id"])
+        if message.get("role") == "tool":
+            answered = message.get("tool_call_id")
+            if answered not in called:
+                raise TranslationError(
+                    f"messages[{i}].tool_call_id",
+                    f"is {answered!r}, which no earlier assistant tool call has",
+                    droppable=False,
+                )
+        content = message.get("content")
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_use" and isinstance(block.get("id"), str):
+                called.add(block["id"])
+            elif block.get("type") == "tool_result" and block.get("tool_use_id") not in called:
+                raise TranslationError(
+                    f"messages[{i}].content[{j}].tool_use_id",
+                    f"is {block.get('tool_use_id')!r}, which no earlier tool_use block has",
+                    droppable=False,
+                )
 
 
 def translate_answer(

@@ -246,6 +246,10 @@ def test_tool_choice(choice: dict[str, Any], expected: dict[str, Any]) -> None:
             {},
             [
                 {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}],
+                },
+                {
                     "role": "user",
                     "content": [
                         {
@@ -255,13 +259,17 @@ def test_tool_choice(choice: dict[str, Any], expected: dict[str, Any]) -> None:
                             "is_error": True,
                         }
                     ],
-                }
+                },
             ],
-            "messages[0].content[0].is_error",
+            "messages[1].content[0].is_error",
         ),
         (
             {},
             [
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}],
+                },
                 {
                     "role": "user",
                     "content": [
@@ -273,9 +281,9 @@ def test_tool_choice(choice: dict[str, Any], expected: dict[str, Any]) -> None:
                             ],
                         }
                     ],
-                }
+                },
             ],
-            "messages[0].content[0].content[0]",
+            "messages[1].content[0].content[0]",
         ),
         (
             {},
