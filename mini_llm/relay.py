@@ -199,8 +199,8 @@ def _scanner(upstream: Answer, strip: bool = False) -> UsageScanner | None:
     return scanner_for(upstream.status, upstream.content_type, encoding, strip)
 
 
-async def _whole(upstream: Answer, provider: str, headers: CIMultiDict[str]) -> Relayed:
-    """A small, complete answer goes out in one write: status, headers and body together."""
+async def _read_whole(upstream: Answer, provider: str) -> tuple[bytes, float]:
+    """The whole body and the seconds spent waiting for it; 502 when it breaks off."""
     asked = time.perf_counter()
     try:
         body = await upstream.read()
@@ -211,7 +211,12 @@ async def _whole(upstream: Answer, provider: str, headers: CIMultiDict[str]) -> 
         ) from None
     finally:
         upstream.close()  # after a full read the connection is already back in the pool
-    waited = time.perf_counter() - asked
+    return body, time.perf_counter() - asked
+
+
+async def _whole(upstream: Answer, provider: str, headers: CIMultiDict[str]) -> Relayed:
+    """A small, complete answer goes out in one write: status, headers and body together."""
+    body, waited = await _read_whole(upstream, provider)
     del headers["Content-Length"]
     response = web.Response(
         status=upstream.status, reason=upstream.reason, headers=headers, body=body
@@ -239,17 +244,7 @@ async def _translated(
         headers[DROPPED_HEADER] = ", ".join(translation.dropped)
     if upstream.status < 400 and upstream.content_type == "text/event-stream":
         return await _translated_stream(request, upstream, provider, headers, translation, since)
-    asked = time.perf_counter()
-    try:
-        body = await upstream.read()
-    except BROKEN_OFF as exc:
-        log_broken_off(provider, exc)
-        raise ProxyError(
-            502, "upstream_error", f"provider `{provider}` broke off its answer"
-        ) from None
-    finally:
-        upstream.close()
-    waited = time.perf_counter() - asked
+    body, waited = await _read_whole(upstream, provider)
     encoding = upstream.headers.get("Content-Encoding")
     usage = usage_in(body, upstream.status, upstream.content_type, encoding)
     if upstream.status >= 400:
