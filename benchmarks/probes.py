@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -77,20 +78,34 @@ def _json(headers: dict[str, str]) -> dict[str, str]:
     return {"Content-Type": "application/json", **headers}
 
 
+# A chunk with text in it: OpenAI's `"content": "x...` (not the empty role chunk's).
+_CONTENT = re.compile(rb'"content":\s*"[^"]')
+
+
 async def time_to_first_chunk(
     base_url: str, headers: dict[str, str], model: str, samples: int, delay_ms: int
 ) -> list[float]:
-    """Milliseconds from sending a slow-stream request to receiving its first body bytes."""
+    """Milliseconds from sending a slow-stream request to receiving its first content.
+
+    First content, not first bytes: a gateway may hold a stream's role-only opening chunk
+    until content follows (so a stream that fails first can be retried unseen), and the
+    client's first visible token is what the figure is about.
+    """
     body = chat_body(model, stream=True, note=f"mock-delay-ms={delay_ms} mock-chunks=3")
     out: list[float] = []
     async with _session() as session:
         for i in range(samples + 1):
             start = time.perf_counter()
             async with session.post(base_url + CHAT, data=body, headers=_json(headers)) as resp:
-                first = await resp.content.readany()
+                seen = b""
+                while not _CONTENT.search(seen):
+                    chunk = await resp.content.readany()
+                    if resp.status != 200 or not chunk:
+                        raise RuntimeError(
+                            f"slow stream answered HTTP {resp.status}: {seen[:200]!r}"
+                        )
+                    seen += chunk
                 took = time.perf_counter() - start
-                if resp.status != 200 or not first:
-                    raise RuntimeError(f"slow stream answered HTTP {resp.status}: {first[:200]!r}")
                 await resp.read()  # finish the stream so the next sample reuses the connection
             if i:  # the first sample opens the connection; it is not a steady-state figure
                 out.append(took * 1000)

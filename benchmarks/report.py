@@ -158,7 +158,7 @@ _ROWS: tuple[tuple[str, str, Callable[[Figures], str]], ...] = (
     ("stream req/s, c=N", "stream_rps", _num("stream_rps", ",.0f")),
     ("  x floor", "stream_rps_x_floor", _num("stream_rps_x_floor", ".2f")),
     ("CPU µs / stream", "cpu_us_per_stream", _num("cpu_us_per_stream", ".0f")),
-    ("TTFC slow stream, ms", "ttfc_ms", _num("ttfc_ms", ".2f")),
+    ("TTFC slow stream (first content), ms", "ttfc_ms", _num("ttfc_ms", ".2f")),
     ("  overhead vs direct, ms", "ttfc_overhead_ms", _num("ttfc_overhead_ms", ".2f")),
     ("RSS idle, MB", "rss_idle_mb", _num("rss_idle_mb", ".1f")),
     ("RSS after load, MB", "rss_after_mb", _num("rss_after_mb", ".1f")),
