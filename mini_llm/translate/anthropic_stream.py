@@ -85,7 +85,6 @@ class OpenAIToAnthropicStream(StreamTranslator):
         out = b""
         if self._open is None or not self._open_is_text:
             out += self._open_block({"type": "text", "text": ""}, is_text=True)
-        self.has_content = True
         delta = {"type": "text_delta", "text": text}
         return out + self._emit(
             {"type": "content_block_delta", "index": self._open, "delta": delta}
@@ -103,7 +102,6 @@ class OpenAIToAnthropicStream(StreamTranslator):
             block = {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or ""}
             out += self._open_block({**block, "input": {}}, is_text=False)
             self._tools[key] = self._blocks - 1
-            self.has_content = True
         arguments = fn.get("arguments")
         if isinstance(arguments, dict):
             arguments = dumps(arguments)

@@ -80,7 +80,6 @@ class AnthropicToOpenAIStream(StreamTranslator):
         if not isinstance(block, dict):
             return b""
         if block.get("type") == "text" and block.get("text"):
-            self.has_content = True
             return self._chunk({"content": block["text"]})
         if block.get("type") != "tool_use":
             return b""  # thinking and the like never reach the answer
@@ -92,7 +91,6 @@ class AnthropicToOpenAIStream(StreamTranslator):
             "type": "function",
             "function": {"name": block.get("name"), "arguments": dumps(given) if given else ""},
         }
-        self.has_content = True
         return self._chunk({"tool_calls": [call]})
 
     def _delta(self, doc: JSON) -> bytes:
@@ -100,7 +98,6 @@ class AnthropicToOpenAIStream(StreamTranslator):
         if not isinstance(delta, dict):
             return b""
         if delta.get("type") == "text_delta" and delta.get("text"):
-            self.has_content = True
             return self._chunk({"content": delta["text"]})
         fragment = delta.get("partial_json")
         if delta.get("type") == "input_json_delta" and fragment and doc.get("index") in self._tools:

@@ -25,7 +25,6 @@ class StreamTranslator(ABC):
 
     def __init__(self, client_model: str) -> None:
         self.client_model = client_model
-        self.has_content = False  # text or a tool call has been written for the client
         self.complete = False  # the upstream's terminal event was translated
         self.failed = False  # an error event was written
         self._reader = EventReader()

@@ -116,18 +116,6 @@ def test_each_event_is_written_as_soon_as_it_is_complete() -> None:
     assert translator.close() == b""
 
 
-def test_has_content_turns_true_with_the_first_text_or_tool_call() -> None:
-    translator = to_openai()
-    for event in ANTHROPIC_EVENTS[:7]:  # message_start, ping, a thinking block, a text start
-        translator.feed(anthropic_sse(event))
-        assert not translator.has_content
-    translator.feed(anthropic_sse(ANTHROPIC_EVENTS[7]))
-    assert translator.has_content
-    tools_only = to_openai()
-    tools_only.feed(anthropic_sse(MESSAGE_START, ANTHROPIC_EVENTS[10]))
-    assert tools_only.has_content
-
-
 def test_an_upstream_error_event_ends_the_stream_as_an_openai_error() -> None:
     translator = to_openai()
     raw = translator.feed(anthropic_sse(*ANTHROPIC_EVENTS[:8], ANTHROPIC_ERROR))
@@ -145,10 +133,10 @@ def test_an_upstream_error_event_ends_the_stream_as_an_openai_error() -> None:
     assert b"[DONE]" not in raw
 
 
-def test_an_error_before_any_content_leaves_has_content_false() -> None:
+def test_an_error_before_any_content_fails_the_stream() -> None:
     translator = to_openai()
     raw = translator.feed(anthropic_sse(MESSAGE_START, ANTHROPIC_ERROR))
-    assert translator.failed and not translator.has_content
+    assert translator.failed
     assert b'"error"' in raw
 
 
@@ -289,14 +277,6 @@ def test_openai_chunks_as_an_anthropic_stream() -> None:
         },
         MESSAGE_STOP,
     ]
-
-
-def test_openai_has_content_after_the_role_chunk_only() -> None:
-    translator = to_anthropic()
-    assert translator.feed(openai_sse(OPENAI_CHUNKS[0]))  # message_start at once
-    assert not translator.has_content
-    translator.feed(openai_sse(OPENAI_CHUNKS[1]))
-    assert translator.has_content
 
 
 def test_an_openai_stream_error_becomes_an_anthropic_error_event() -> None:
