@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
 from .config import Server
@@ -105,12 +105,14 @@ class Access:
         self._hosts = frozenset({*server.allowed_hosts, hostname(server.host)})
         self._memo: set[str] = set()
 
-    def host_allowed(self, host: str | None, local: Callable[[], str | None]) -> bool:
+    def knows(self, host: str) -> bool:
+        """A Host header already allowed once: the common case costs one set lookup."""
+        return host in self._memo
+
+    def host_allowed(self, host: str, local: str | None) -> bool:
         """A loopback name or address, the bound or local address, or an allowed host."""
-        if host is None or host in self._memo:
-            return True  # no Host at all is HTTP/1.0, which no browser sends
         name = hostname(host)
-        allowed = name in self._hosts or is_loopback(name) or name == local()
+        allowed = name in self._hosts or is_loopback(name) or name == local
         if allowed and len(self._memo) < _HOST_MEMO_MAX:
             self._memo.add(host)  # only allowed names: what a client sends cannot grow it
         return allowed

@@ -52,7 +52,12 @@ def make_guard(current: Callable[[], Snapshot], in_flight: InFlight) -> Middlewa
         access = snapshot.access
         headers = request.headers
         host = headers.get("Host")
-        if not access.host_allowed(host, lambda: _local_address(request)):
+        # No Host at all is HTTP/1.0, which no browser sends.
+        if (
+            host is not None
+            and not access.knows(host)
+            and not access.host_allowed(host, _local_address(request))
+        ):
             return _refuse(
                 request, 403, "host_not_allowed", f"Host `{host}` is not served by this gateway"
             )
