@@ -17,8 +17,8 @@ A routing table's life (one loader for `serve`, `check-config` and hot reload)
 A request's life
     server.py                  bind, serve, drain on SIGTERM; workers.py for --workers N
     app.py                     create_app: /health, /v1/models, routed POST /v1/*
-    front.py                   middlewares: the guard (access rules), the safety net
-    observe.py, metrics.py     the observing middleware, /metrics; accesslog.py its lines
+    front.py                   the front door around every endpoint: access rules, 500s
+    observe.py, metrics.py     what each request came to, /metrics; accesslog.py its lines
     intake.py, form.py         request id, body within limits, the model it names
     signing.py                 request signatures (x-timestamp, x-signature)
     proxy.py                   targets -> tries -> one upstream request (see its docstring)

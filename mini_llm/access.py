@@ -1,7 +1,7 @@
 """Who may use the gateway: gateway keys, the Host and Origin checks, CORS preflights.
 
-`Access` is compiled from `server` settings once per routing table; the `guard` middleware
-in app.py asks it about every request before any handler runs.
+`Access` is compiled from `server` settings once per routing table; the front door
+(front.py) asks it about every request before any endpoint runs.
 """
 
 from __future__ import annotations

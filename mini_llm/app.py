@@ -10,10 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, observe
+from . import __version__
 from .config import Config
-from .front import InFlight, add_cors_headers, client_of, make_guard, safety_net
+from .front import Front, add_cors_headers, client_of, not_found
 from .intake import request_id_of
+from .observe import METRICS, SERVED, Observer
 from .playground import playground_handler
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
 from .proxy import REPLAYS, handle
@@ -69,6 +70,7 @@ class State:
 
 
 STATE = web.AppKey("state", State)
+FRONT = web.AppKey("front", Front)  # wraps any endpoint added later: app[FRONT].wrap(h)
 
 
 def _iso(timestamp: float) -> str:
@@ -134,17 +136,19 @@ async def routed(request: web.Request) -> web.StreamResponse:
     snapshot = request.app[STATE].current  # this request's table, whatever reloads happen
     request_id = request_id_of(request)
     response, served = await handle(request, request_id, snapshot, client_of(request))
-    request[observe.SERVED] = served  # for metrics and the access line
+    request[SERVED] = served  # for metrics and the access line
     return response
 
 
 def create_app(config: Config) -> web.Application:
     """The gateway application; its ClientSessions live and die with it (cleanup_ctx)."""
     state = State(config)
-    in_flight = InFlight()
-    app = web.Application(middlewares=[safety_net, make_guard(lambda: state.current, in_flight)])
+    observer = Observer(state)
+    front = Front(lambda: state.current, observer)
+    app = web.Application()  # no middlewares: each endpoint is wrapped by `front` once
     app[STATE] = state
-    observe.install(app, state)  # metrics, access lines, /metrics
+    app[FRONT] = front
+    app[METRICS] = observer.metrics
     app[REPLAYS] = Replays()
     app.on_response_prepare.append(add_cors_headers)
 
@@ -155,8 +159,10 @@ def create_app(config: Config) -> web.Application:
         await state.close()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_get("/health", health)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/", playground_handler())
-    app.router.add_post("/v1/{tail:.+}", routed)
+    observer.install(app, front.wrap)  # /metrics, and publishing with workers
+    app.router.add_get("/health", front.wrap(health))
+    app.router.add_get("/v1/models", front.wrap(models))
+    app.router.add_get("/", front.wrap(playground_handler()))
+    app.router.add_post("/v1/{tail:.+}", front.wrap(routed))
+    app.router.add_route("*", "/{tail:.*}", front.wrap(not_found))  # 404 in the client's shape
     return app

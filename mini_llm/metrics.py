@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -88,31 +89,70 @@ def circuit_open(snapshot: Snapshot) -> dict[str, int]:
     return {name: int(r.circuit.state != "closed") for name, r in snapshot.runtimes.items()}
 
 
+class _Histogram:
+    """One labelled histogram's observations since the last flush: a bucket index and a sum."""
+
+    __slots__ = ("_bounds", "child", "counts", "total")
+
+    def __init__(self, child: Histogram, bounds: tuple[float, ...]) -> None:
+        self.child = child
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        """Into the prometheus child: per-bucket counts, as its own observe() keeps them."""
+        counts = self.counts
+        if not any(counts):
+            return
+        # prometheus_client (>= 0.20) keeps a histogram child's values in _buckets and _sum.
+        buckets = self.child._buckets
+        for index, count in enumerate(counts):
+            if count:
+                buckets[index].inc(count)
+                counts[index] = 0
+        self.child._sum.inc(self.total)
+        self.total = 0.0
+
+
 class _Series:
-    """The children of one (api, route, provider): bound once, then used without a lookup."""
+    """The values of one (api, route, provider), kept in plain numbers until a flush."""
 
     __slots__ = ("duration", "first_byte", "labels", "metrics", "overhead", "statuses")
 
     def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
         self.metrics = metrics
         self.labels = labels
-        self.duration = metrics.duration.labels(*labels)
-        self.first_byte = metrics.first_byte.labels(*labels)
-        self.overhead: Histogram | None = None  # only once a request reaches routing
-        self.statuses: dict[int, Counter] = {}
+        self.duration = _Histogram(metrics.duration.labels(*labels), _DURATION_BUCKETS)
+        self.first_byte = _Histogram(metrics.first_byte.labels(*labels), _TTFB_BUCKETS)
+        self.overhead: _Histogram | None = None  # only once a request reaches routing
+        self.statuses: dict[int, int] = {}
 
-    def count(self, status: int) -> None:
-        child = self.statuses.get(status)
-        if child is None:
-            child = self.statuses[status] = self.metrics.requests.labels(*self.labels, str(status))
-        child.inc()
+    def flush(self) -> None:
+        statuses, self.statuses = self.statuses, {}
+        for status, count in statuses.items():
+            self.metrics.requests.labels(*self.labels, str(status)).inc(count)
+        self.duration.flush()
+        self.first_byte.flush()
+        if self.overhead is not None:
+            self.overhead.flush()
 
 
 class Metrics:
     """The gateway's series; `shared` when the process is one of several workers."""
 
-    def __init__(self, current: Callable[[], Snapshot | None], shared: bool | None = None) -> None:
+    def __init__(
+        self,
+        current: Callable[[], Snapshot | None],
+        in_flight: Callable[[], int],
+        shared: bool | None = None,
+    ) -> None:
         self._current = current  # the table in service, for state read at scrape time
+        self._in_flight = in_flight
         self.shared = METRICS_DIR_VARIABLE in os.environ if shared is None else shared
         self.registry = registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
@@ -155,12 +195,6 @@ class Metrics:
             ("provider", "model", "type"),
             registry=registry,
         )
-        self.in_flight = Gauge(
-            "mini_llm_in_flight_requests",
-            "Requests under /v1/ being served now.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
         self.fallbacks = Counter(
             "mini_llm_fallbacks",
             "Moves of a fallback chain from one target's provider to the next.",
@@ -175,16 +209,25 @@ class Metrics:
         )
         for result in ("ok", "error"):
             self.reloads.labels(result)
+        # Counted per request in plain numbers, flushed into the series above at each scrape
+        # (and, with workers, every second): a request costs no lock and no lookup there.
         self._series: dict[tuple[str, str, str], _Series] = {}
-        self._tries: dict[tuple[str, str], Counter] = {}
-        self._tokens: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
+        self._tries: dict[tuple[str, str], int] = {}
+        self._fallbacks: dict[tuple[str, str, str], int] = {}
+        self._tokens: dict[tuple[str, str], list[int]] = {}
         self._table: RoutingTable | None = None
         self._models: frozenset[str] = frozenset()
         self._exposed = exposed = CollectorRegistry(auto_describe=False)
         self._published: set[tuple[str, str]] = set()
         if not self.shared:
-            exposed.register(_WithoutCreated([registry, _StateCollector(current)]))
+            exposed.register(_WithoutCreated([registry, _StateCollector(current, in_flight)]))
         else:
+            self.in_flight = Gauge(
+                "mini_llm_in_flight_requests",
+                _IN_FLIGHT_HELP,
+                registry=None,
+                multiprocess_mode="livesum",
+            )
             self.generation = Gauge(
                 "mini_llm_config_generation",
                 _GENERATION_HELP,
@@ -234,7 +277,8 @@ class Metrics:
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(self, key)
-        series.count(status)
+        statuses = series.statuses
+        statuses[status] = statuses.get(status, 0) + 1
         series.duration.observe(duration)
         if first_byte is not None:  # None: the client left first
             series.first_byte.observe(first_byte)
@@ -242,15 +286,14 @@ class Metrics:
             return
         overhead = series.overhead
         if overhead is None:
-            overhead = series.overhead = self.overhead.labels(api)
+            overhead = series.overhead = _Histogram(self.overhead.labels(api), _OVERHEAD_BUCKETS)
         overhead.observe(max(duration - served.waited, 0.0))
+        tries = self._tries
         for tried in served.outcomes:
-            counter = self._tries.get(tried)
-            if counter is None:
-                counter = self._tries[tried] = self.tries.labels(*tried)
-            counter.inc()
-        for moved in served.fallbacks:  # rare: no cache
-            self.fallbacks.labels(route, *moved).inc()
+            tries[tried] = tries.get(tried, 0) + 1
+        for moved in served.fallbacks:
+            label = (route, *moved)
+            self._fallbacks[label] = self._fallbacks.get(label, 0) + 1
         if served.usage is not None and served.provider is not None:
             self._count_tokens(served.provider, served.upstream_model, served.usage, table)
 
@@ -260,19 +303,29 @@ class Metrics:
         if table is not self._table:
             self._table, self._models = table, known_models(table)
         label = model if model in self._models else OTHER
-        counters = self._tokens.get((provider, label))
-        if counters is None:
-            counters = self._tokens[(provider, label)] = (
-                self.tokens.labels(provider, label, "input"),
-                self.tokens.labels(provider, label, "output"),
-                self.tokens.labels(provider, label, "cached_input"),
-            )
-        if usage.input:
-            counters[0].inc(usage.input)
-        if usage.output:
-            counters[1].inc(usage.output)
-        if usage.cached_input:
-            counters[2].inc(usage.cached_input)
+        counts = self._tokens.get((provider, label))
+        if counts is None:
+            counts = self._tokens[(provider, label)] = [0, 0, 0]
+        counts[0] += usage.input or 0
+        counts[1] += usage.output or 0
+        counts[2] += usage.cached_input or 0
+
+    def flush(self) -> None:
+        """Move what was counted since the last flush into the prometheus series."""
+        for series in self._series.values():
+            series.flush()
+        tries, self._tries = self._tries, {}
+        for label, count in tries.items():
+            self.tries.labels(*label).inc(count)
+        fallbacks, self._fallbacks = self._fallbacks, {}
+        for moved, count in fallbacks.items():
+            self.fallbacks.labels(*moved).inc(count)
+        for (provider, model), counts in self._tokens.items():
+            for index, kind in enumerate(_TOKEN_TYPES):
+                child = self.tokens.labels(provider, model, kind)  # all three, zeros too
+                if counts[index]:
+                    child.inc(counts[index])
+                    counts[index] = 0
 
     def reloaded(self, ok: bool) -> None:
         self.reloads.labels("ok" if ok else "error").inc()
@@ -282,10 +335,14 @@ class Metrics:
         """The text a scrape gets: every series, every worker's when shared."""
         if self.shared:
             self.publish()
+        else:
+            self.flush()
         return generate_latest(self._exposed)
 
     def publish(self) -> None:
         """Write this worker's key rests and generation where every worker's scrape sees them."""
+        self.flush()
+        self.in_flight.set(self._in_flight())
         snapshot = self._current()
         if snapshot is None:
             return
@@ -309,17 +366,23 @@ class Metrics:
 
 _GENERATION_HELP = "Generation of the routing table in service (1 at start, +1 per reload)."
 _RESTING_HELP = "1 while a provider key rests after a 429 or 401/402/403, else 0."
+_IN_FLIGHT_HELP = "Requests under /v1/ being served now."
+_TOKEN_TYPES = ("input", "output", "cached_input")
 _STATE_ERRORS_HELP = "Shared-state (Redis) calls that failed or were slow; memory decided them."
 _CIRCUIT_HELP = "1 while a provider's circuit breaker is open or half open, else 0."
 
 
 class _StateCollector(Collector):
-    """Key rests and the table's generation, read from the table at scrape time."""
+    """Requests in flight, key rests and the table's generation, read at scrape time."""
 
-    def __init__(self, current: Callable[[], Snapshot | None]) -> None:
+    def __init__(
+        self, current: Callable[[], Snapshot | None], in_flight: Callable[[], int]
+    ) -> None:
         self._current = current
+        self._in_flight = in_flight
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("mini_llm_in_flight_requests", _IN_FLIGHT_HELP, self._in_flight())
         snapshot = self._current()
         if snapshot is None:
             return

@@ -1,9 +1,9 @@
 """Watch every request go by: metrics, the access line, x-mini-llm-overhead-ms; serve /metrics.
 
-One middleware, outermost, so requests refused by other middlewares are seen too. The
-routed handler leaves what served the request in the request (`SERVED`); everything else
-is measured here. Requests outside /v1/ (/health, /metrics, the playground) cost one dict
-lookup unless the access log is on.
+The front door (front.py) tells the `Observer` how each request ended, those it refused
+included; the routed endpoint leaves what served the request in the request (`SERVED`).
+Requests outside /v1/ (/health, /metrics, the playground) cost nothing here unless the
+access log is on.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from aiohttp import web
 
 from .accesslog import log_request
 from .intake import request_id_of
-from .metrics import Metrics, api_label
-from .proxy import STARTED, Served
+from .metrics import Metrics
+from .proxy import Served
 from .relay import OVERHEAD_HEADER
 
 if TYPE_CHECKING:
-    from aiohttp.typedefs import Middleware
-
     from .app import State
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -36,53 +34,76 @@ CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def install(app: web.Application, state: State) -> Metrics:
-    """Metrics and the access log for an app whose routing table lives in `state`."""
-    metrics = Metrics(lambda: state.snapshot)
-    app[METRICS] = metrics
-    app.middlewares.insert(0, _observing(metrics, state))
-    app.router.add_get("/metrics", _scrape(metrics))
-    if metrics.shared:
+class Observer:
+    """Where requests are counted and logged once they end."""
 
-        async def publishing(app: web.Application) -> AsyncIterator[None]:
-            task = asyncio.create_task(metrics.keep_publishing())
-            yield
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+    __slots__ = ("_state", "in_flight", "metrics")
 
-        app.cleanup_ctx.append(publishing)
-    return metrics
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self.in_flight = 0  # requests under /v1/ being served now
+        self.metrics = Metrics(lambda: state.snapshot, lambda: self.in_flight)
 
+    @property
+    def logging(self) -> bool:
+        return self._state.config.server.log_requests
 
-def _scrape(metrics: Metrics) -> Handler:
-    async def scrape(request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            body=metrics.exposition(),
-            headers={"Content-Type": CONTENT_TYPE, "x-request-id": request_id_of(request)},
-        )
+    def install(self, app: web.Application, wrap: Callable[[Handler], Handler]) -> None:
+        """Serve /metrics; with workers, keep this one's values where the others see them."""
+        metrics = self.metrics
+        app.router.add_get("/metrics", wrap(_scrape(metrics)))
+        if metrics.shared:
 
-    return scrape
+            async def publishing(app: web.Application) -> AsyncIterator[None]:
+                task = asyncio.create_task(metrics.keep_publishing())
+                yield
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
 
+            app.cleanup_ctx.append(publishing)
 
-def _observing(metrics: Metrics, state: State) -> Middleware:
-    clock = time.perf_counter
-    in_flight = metrics.in_flight
+    def answered(
+        self,
+        request: web.Request,
+        request_id: str,
+        api: str | None,
+        response: web.StreamResponse,
+        started: float,
+    ) -> None:
+        """An endpoint gave its answer: a whole one now, a stream's already sent."""
+        served: Served | None = request.get(SERVED) if api is not None else None
+        duration = time.perf_counter() - started
+        first_byte = duration  # a whole answer goes out as the endpoint returns it
+        if served is not None:
+            if not response.prepared:
+                # (A stream has its own, set by relay before its headers went out.)
+                overhead = max(duration - served.waited, 0.0)
+                response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.2f}"
+            elif served.first_byte_at is not None:
+                first_byte = served.first_byte_at - started
+        self.done(request, request_id, api, response.status, duration, first_byte, served)
+
+    def left(self, request: web.Request, request_id: str, api: str | None, duration: float) -> None:
+        """The client went away before its answer ended."""
+        self.done(request, request_id, api, CLIENT_CLOSED, duration, None, None, cancelled=True)
 
     def done(
+        self,
         request: web.Request,
+        request_id: str,
         api: str | None,
         status: int,
         duration: float,
         first_byte: float | None,
-        served: Served | None,
+        served: Served | None = None,
         cancelled: bool = False,
     ) -> None:
+        state = self._state
         if api is not None:
-            metrics.observe(api, status, duration, first_byte, served, state.current.table)
+            self.metrics.observe(api, status, duration, first_byte, served, state.current.table)
         server = state.config.server
         if server.log_requests:
-            request_id = request_id_of(request)
             log_request(
                 request,
                 request_id,
@@ -94,42 +115,12 @@ def _observing(metrics: Metrics, state: State) -> Middleware:
                 server.log_format,
             )
 
-    @web.middleware
-    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = clock()
-        api = api_label(request.path)
-        if api is None and not state.config.server.log_requests:
-            return await handler(request)
-        request[STARTED] = started
-        if api is not None:
-            in_flight.inc()
-        try:
-            response = await handler(request)
-        except asyncio.CancelledError:
-            done(request, api, CLIENT_CLOSED, clock() - started, None, None, cancelled=True)
-            raise
-        except web.HTTPException as exc:
-            duration = clock() - started
-            done(request, api, exc.status, duration, duration, None)
-            raise
-        except Exception:
-            duration = clock() - started
-            done(request, api, 500, duration, duration, None)
-            raise
-        finally:
-            if api is not None:
-                in_flight.dec()
-        served: Served | None = request.get(SERVED)
-        duration = clock() - started
-        first_byte = duration  # a whole answer goes out as the handler returns it
-        if served is not None:
-            if not response.prepared:
-                # (A stream has its own, set by relay before its headers went out.)
-                overhead = max(duration - served.waited, 0.0)
-                response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.2f}"
-            elif served.first_byte_at is not None:
-                first_byte = served.first_byte_at - started
-        done(request, api, response.status, duration, first_byte, served)
-        return response
 
-    return observe
+def _scrape(metrics: Metrics) -> Handler:
+    async def scrape(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=metrics.exposition(),
+            headers={"Content-Type": CONTENT_TYPE, "x-request-id": request_id_of(request)},
+        )
+
+    return scrape

@@ -47,7 +47,7 @@ from .translation import Translation, translation_for
 from .upstream import body_for
 from .usage import Usage, wants_stream_usage, with_stream_usage
 
-# Where the observing middleware (observe.py) leaves the perf_counter() a request began at.
+# Where the front door (front.py) leaves the perf_counter() a request began at.
 STARTED = web.RequestKey("mini_llm.started", float)
 
 

@@ -325,6 +325,11 @@ def test_a_scrape_covers_every_worker(
             served_by[pid] = served_by.get(pid, 0) + 1
     assert len(served_by) == 2, served_by
 
+    def published() -> bool:  # each worker publishes its figures every second
+        total = scrape(gateway.url)["mini_llm_requests_total"]
+        return total == {req("chat_completions", "m", "mock", "200"): 40}
+
+    wait_for(published, timeout=5)
     answered_by = set()
     for _ in range(20):
         with httpx.Client(base_url=gateway.url, timeout=10) as http:

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from mini_llm.app import create_app
+from mini_llm.app import FRONT, create_app
 
 from ..helpers import MINIMAL, load
 
@@ -25,7 +25,7 @@ async def test_an_unexpected_error_is_a_500_in_the_clients_shape(
     tmp_path: object, path: str, shape: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = create_app(load(tmp_path, MINIMAL))  # type: ignore[arg-type]
-    app.router.add_get(path, _broken)  # a handler that fails as a bug would
+    app.router.add_get(path, app[FRONT].wrap(_broken))  # an endpoint that fails as a bug would
     async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
         with caplog.at_level(logging.ERROR, logger="mini_llm"):
             response = await client.get(path, headers={"x-request-id": "req-500"})

@@ -44,7 +44,7 @@ def test_known_models_are_the_ones_the_table_names(tmp_path: Path) -> None:
 
 def test_any_number_of_model_names_makes_a_few_series(tmp_path: Path) -> None:
     table = compile_routes(load(tmp_path, TABLE))
-    metrics = Metrics(lambda: None, shared=False)
+    metrics = Metrics(lambda: None, lambda: 0, shared=False)
     for i in range(500):
         served = Served(
             route=f"openai:random-{i}",
