@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -95,13 +94,13 @@ class TargetStats:
         self.in_flight = 0
         self.ttfb_s: float | None = None  # None until a first answer
 
-    @contextmanager
-    def busy(self) -> Iterator[None]:
+    def hold(self) -> TargetStats:
+        """One more request in flight to the target, until `release`."""
         self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+        return self
+
+    def release(self) -> None:
+        self.in_flight -= 1
 
     def observe(self, seconds: float) -> None:
         previous = self.ttfb_s

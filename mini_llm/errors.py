@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -91,18 +89,14 @@ def stream_error_event(path: str, message: str) -> bytes:
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 
 
-@contextmanager
-def map_upstream_errors(provider: str) -> Iterator[None]:
-    """Translate aiohttp failures before the upstream's answer into 502 and 504."""
-    try:
-        yield
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-        # The detail goes to the log; the client gets a message without internals.
-        log.warning("upstream %s failed: %s: %s", provider, type(exc).__name__, exc)
-        raise _mapped(provider, exc) from None
+# How an upstream request fails before its answer.
+UPSTREAM_FAILURES = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def _mapped(provider: str, exc: BaseException) -> ProxyError:
+def upstream_failure(provider: str, exc: BaseException) -> ProxyError:
+    """An aiohttp failure before the upstream's answer, as the 502 or 504 the client gets."""
+    # The detail goes to the log; the client gets a message without internals.
+    log.warning("upstream %s failed: %s: %s", provider, type(exc).__name__, exc)
     # Order matters: a connect timeout is both a timeout and a connection error.
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         message = f"provider `{provider}` did not accept a connection in time"

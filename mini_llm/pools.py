@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -36,9 +35,11 @@ class Connections:
             ttl_dns_cache=300,
         )
         # auto_decompress=False: compressed upstream bodies reach the client untouched.
+        # DummyCookieJar: a cookie one client's answer set is never sent for another client.
         self.session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
@@ -46,16 +47,15 @@ class Connections:
         self.retired = False
         self._closing: asyncio.Task[None] | None = None
 
-    @contextmanager
-    def in_use(self) -> Iterator[aiohttp.ClientSession]:
-        """The session, counted as in use: a pool retired by a reload closes after its last user."""
+    def hold(self) -> Connections:
+        """Count one more user until `release`: a pool retired by a reload closes after its last."""
         self.active += 1
-        try:
-            yield self.session
-        finally:
-            self.active -= 1
-            if self.retired and self.active == 0:
-                self._close_soon()
+        return self
+
+    def release(self) -> None:
+        self.active -= 1
+        if self.retired and self.active == 0:
+            self._close_soon()
 
     def retire(self) -> None:
         """No new requests will come; close after the last in-flight one ends."""

@@ -20,8 +20,7 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -31,13 +30,13 @@ from .access import Client
 from .balance import TargetStats
 from .config import Limits, Retry, Target
 from .echo import echo_exchange
-from .errors import ProxyError, error_response, map_upstream_errors
+from .errors import UPSTREAM_FAILURES, ProxyError, error_response, upstream_failure
 from .first_content import hold_until_content
 from .form import form_model, is_form, replace_value
 from .intake import check_model, model_of, read_body
 from .keys import AFTER_PAUSE, NEXT_KEY, Outcome, outcome_of
 from .masking import mask
-from .pools import ProviderRuntime, Snapshot
+from .pools import Connections, ProviderRuntime, Snapshot
 from .relay import Answer, Relayed, relay
 from .routing import ModelNotFound, Route
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Replays, verify
@@ -51,22 +50,49 @@ from .usage import Usage, wants_stream_usage, with_stream_usage
 STARTED = web.RequestKey("mini_llm.started", float)
 
 
-@dataclass(frozen=True)
 class Served:
     """What served a request: for the access log, metrics and the response headers."""
 
-    route: str = "-"  # PROVIDER:MODEL of the target that answered, as x-mini-llm-route
-    provider: str | None = None
-    key: str | None = field(default=None, repr=False)  # the key of the answer given
-    tries: int = 0
-    rule: str = "-"  # Route.label: the alias, prefix:<prefix>, explicit or default
-    upstream_model: str | None = None
-    usage: Usage | None = None
-    # Each upstream try in order, and each move to the next target of a chain.
-    outcomes: tuple[tuple[str, Outcome], ...] = ()
-    fallbacks: tuple[tuple[str, str], ...] = ()
-    waited: float = 0.0  # seconds spent awaiting the upstream: its headers, then its body
-    first_byte_at: float | None = None  # perf_counter() when a stream's first bytes went out
+    __slots__ = (
+        "fallbacks",
+        "first_byte_at",
+        "key",
+        "outcomes",
+        "provider",
+        "route",
+        "rule",
+        "tries",
+        "upstream_model",
+        "usage",
+        "waited",
+    )
+
+    def __init__(
+        self,
+        route: str = "-",  # PROVIDER:MODEL of the target that answered, as x-mini-llm-route
+        provider: str | None = None,
+        key: str | None = None,  # the key of the answer given
+        tries: int = 0,
+        rule: str = "-",  # Route.label: the alias, prefix:<prefix>, explicit or default
+        upstream_model: str | None = None,
+        usage: Usage | None = None,
+        # Each upstream try in order, and each move to the next target of a chain.
+        outcomes: tuple[tuple[str, Outcome], ...] = (),
+        fallbacks: tuple[tuple[str, str], ...] = (),
+        waited: float = 0.0,  # seconds spent awaiting the upstream: its headers, then its body
+        first_byte_at: float | None = None,  # perf_counter() when a stream's first bytes went out
+    ) -> None:
+        self.route = route
+        self.provider = provider
+        self.key = key
+        self.tries = tries
+        self.rule = rule
+        self.upstream_model = upstream_model
+        self.usage = usage
+        self.outcomes = outcomes
+        self.fallbacks = fallbacks
+        self.waited = waited
+        self.first_byte_at = first_byte_at
 
     def __repr__(self) -> str:
         key = mask(self.key) if self.key else None
@@ -102,6 +128,7 @@ class Call:
         "doc",
         "fallbacks",
         "form_span",
+        "held",
         "kept",
         "outcomes",
         "request",
@@ -138,6 +165,7 @@ class Call:
         self.tokens = 0  # the input's estimate, when a token limit counts it
         self.kept: bytes | None = None  # the whole answer relayed, when the cache keeps it
         self.admitted: list[Budget] = []  # rate-limit budgets this request was counted in
+        self.held: list[Connections | TargetStats] = []  # released once the answer is relayed
         self.started: float = request.get(STARTED) or time.perf_counter()
         self.waited = 0.0  # seconds awaiting upstream answers' headers, and retry pauses
         self.outcomes: list[tuple[str, Outcome]] = []
@@ -148,23 +176,25 @@ class Call:
         self.strip_usage = False  # the usage chunk of the last target's answer is ours
 
     def served(self, served: Served, relayed: Relayed | None = None) -> Served:
-        """What served the request, with what was learnt on the way."""
-        route = served.route
-        return Served(
-            route,
-            served.provider,
-            served.key,
-            served.tries,
-            self.route.label,
-            route.partition(":")[2] or None,
-            relayed.usage if relayed is not None else None,
-            tuple(self.outcomes),
-            tuple(self.fallbacks),
-            self.waited + relayed.waited if relayed is not None else self.waited,
-            relayed.first_byte_at if relayed is not None else None,
-        )
+        """What served the request, completed with what was learnt on the way."""
+        served.rule = self.route.label
+        served.upstream_model = served.route.partition(":")[2] or None
+        served.outcomes = tuple(self.outcomes)
+        served.fallbacks = tuple(self.fallbacks)
+        served.waited = self.waited
+        if relayed is not None:
+            served.usage = relayed.usage
+            served.waited += relayed.waited
+            served.first_byte_at = relayed.first_byte_at
+        return served
 
-    async def forward(self, stack: ExitStack) -> Attempt:
+    def release(self) -> None:
+        """Let go of the pools and targets this request held while its answer was relayed."""
+        for held in self.held:
+            held.release()
+        self.held.clear()
+
+    async def forward(self) -> Attempt:
         """Walk the targets in order until one gives an answer no later target could better."""
         last: Attempt | None = None
         previous: str | None = None
@@ -196,12 +226,12 @@ class Call:
                             last = refused
                         continue
                 probe = runtime.circuit.state == "half_open"  # this request is the probe
-                if runtime.connections is not None:
-                    stack.enter_context(runtime.connections.in_use())
+                if runtime.connections is not None:  # held until the answer is relayed
+                    self.held.append(runtime.connections.hold())
                 stats = None
                 if balancer is not None:
                     stats = balancer.stats(target)
-                    stack.enter_context(stats.busy())
+                    self.held.append(stats.hold())
                 try:
                     attempt = await self.tries(runtime, str(target), target.model, stats)
                 finally:
@@ -363,15 +393,16 @@ class Call:
         try:
             if runtime.connections is None:  # a builtin provider, answered in-process
                 return await echo_exchange(request.method, tail, dict(headers), body)
-            with map_upstream_errors(runtime.provider.name):
-                return await runtime.connections.session.request(
-                    request.method,
-                    upstream.url(tail, request.rel_url.raw_query_string, key),
-                    data=body,
-                    headers=headers,
-                    timeout=runtime.timeout,
-                    allow_redirects=False,
-                )
+            return await runtime.connections.session.request(
+                request.method,
+                upstream.url(tail, request.rel_url.raw_query_string, key),
+                data=body,
+                headers=headers,
+                timeout=runtime.timeout,
+                allow_redirects=False,
+            )
+        except UPSTREAM_FAILURES as exc:
+            raise upstream_failure(runtime.provider.name, exc) from None
         finally:
             self.waited += time.perf_counter() - asked
 
@@ -423,7 +454,7 @@ async def handle(
         if snapshot.access.hmac_secret:
             _check_signature(request, body, snapshot.access.hmac_secret, request.app)
         form_span = None
-        if is_form(request.content_type):
+        if is_form(request.headers.get("Content-Type", "")):
             model, form_span = form_model(body, request.headers.get("Content-Type", ""))
             check_model(model)
             doc: dict[str, Any] = {}
@@ -501,8 +532,8 @@ async def _forward_and_relay(
     """Forward, then relay the chosen answer; `mark` is the x-mini-llm-cache verdict."""
     extra = {CACHE_HEADER: mark} if mark is not None else None
     request = call.request
-    with ExitStack() as stack:  # the pools in use until the answer is relayed
-        attempt = await call.forward(stack)
+    try:
+        attempt = await call.forward()
         served = attempt.served
         if attempt.answer is None:
             assert attempt.error is not None
@@ -528,6 +559,8 @@ async def _forward_and_relay(
             return failed, call.served(served)
         call.kept = relayed.body
         return relayed.response, call.served(served, relayed)
+    finally:
+        call.release()
 
 
 REPLAYS = web.AppKey("replays", Replays)

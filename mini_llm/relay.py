@@ -80,11 +80,11 @@ def response_headers(
     upstream: Answer, request_id: str, route: str, extra: Mapping[str, str] | None = None
 ) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones, plus the gateway's own."""
-    headers = CIMultiDict[str]()
-    for name, value in upstream.headers.items():
-        if name.lower() not in _RESPONSE_DROP:
-            headers.add(name, value)
-    upstream_id = upstream.headers.get("x-request-id")
+    headers = CIMultiDict(upstream.headers)
+    upstream_id = headers.get("x-request-id")
+    for name in _RESPONSE_DROP:
+        if name in headers:
+            del headers[name]
     if upstream_id:
         headers["x-upstream-request-id"] = upstream_id
     headers["x-request-id"] = request_id

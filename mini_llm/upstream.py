@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
 
@@ -139,6 +140,7 @@ _MODEL_KEY = b'"model"'
 _JSON_SPACE = b" \t\r\n"
 
 
+@lru_cache(maxsize=4096)  # model names: a few per routing table
 def _json_string(value: str) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode()
 

@@ -44,11 +44,13 @@ def test_unusable_targets_are_never_picked_first() -> None:
 
 def test_least_busy_picks_the_fewest_in_flight() -> None:
     balancer = Balancer(random.Random(3))
-    with balancer.stats(A).busy(), balancer.stats(A).busy(), balancer.stats(B).busy():
-        assert balancer.order("least_busy", [A, B], lambda t: True)[0] is B
-        with balancer.stats(B).busy(), balancer.stats(B).busy():
-            assert balancer.order("least_busy", [A, B], lambda t: True)[0] is A
-    assert balancer.stats(A).in_flight == 0
+    held = [balancer.stats(A).hold(), balancer.stats(A).hold(), balancer.stats(B).hold()]
+    assert balancer.order("least_busy", [A, B], lambda t: True)[0] is B
+    more = [balancer.stats(B).hold(), balancer.stats(B).hold()]
+    assert balancer.order("least_busy", [A, B], lambda t: True)[0] is A
+    for stats in held + more:
+        stats.release()
+    assert balancer.stats(A).in_flight == 0 and balancer.stats(B).in_flight == 0
     assert set(firsts(balancer, "least_busy", [A, B], 200)) == {"a", "b"}  # ties spread
 
 
