@@ -11,6 +11,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Literal
 
+from multidict import CIMultiDict
+
 from .config import Server
 
 # What the OpenAI and Anthropic SDKs and the playground send; x-stainless-* are matched apart.
@@ -147,6 +149,14 @@ class Access:
             if hmac.compare_digest(given, key):
                 found = name
         return found
+
+
+def add_cors_headers(origin: str | None, headers: CIMultiDict[str]) -> None:
+    """Answers to an allowed cross-origin caller (`origin`) say so, errors and streams too."""
+    if origin is not None:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
+        headers.add("Vary", "Origin")
 
 
 def preflight_headers(origin: str, requested: str) -> dict[str, str]:

@@ -11,10 +11,8 @@ import logging
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from aiohttp import web
-
 from .config import LogFormat
-from .front import client_of
+from .intake import Incoming
 from .masking import mask
 from .proxy import Served
 
@@ -44,19 +42,19 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def log_request(
-    request: web.Request,
-    request_id: str,
+    incoming: Incoming,
     status: int,
     duration: float,
     first_byte: float | None,
-    served: Served | None,
     cancelled: bool,
     form: LogFormat,
 ) -> None:
     """Write the access line of one request."""
-    served = served or Served()
+    request = incoming.request
+    request_id = incoming.request_id
+    served = incoming.served or Served()
     key = mask(served.key) if served.key else None
-    known = client_of(request)  # the gateway key's name, never the key
+    known = incoming.client  # the gateway key's name, never the key
     client = known.name if known is not None else None
     usage = served.usage
     if form == "json":

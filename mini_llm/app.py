@@ -12,9 +12,9 @@ from aiohttp import web
 
 from . import __version__
 from .config import Config
-from .front import Front, add_cors_headers, client_of, not_found
-from .intake import request_id_of
-from .observe import METRICS, SERVED, Observer
+from .front import Front, not_found
+from .intake import Incoming
+from .observe import METRICS, Observer
 from .playground import playground_handler
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
 from .proxy import REPLAYS, handle
@@ -77,9 +77,9 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
-async def health(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    snapshot = state.current
+async def health(incoming: Incoming) -> web.Response:
+    state = incoming.request.app[STATE]
+    snapshot = incoming.snapshot
     providers: dict[str, Any] = {}
     for name, provider in snapshot.table.providers.items():
         runtime = snapshot.runtimes.get(name)
@@ -106,12 +106,12 @@ async def health(request: web.Request) -> web.Response:
             },
             "providers": providers,
         },
-        headers={"x-request-id": request_id_of(request)},
+        headers={"x-request-id": incoming.request_id},
     )
 
 
-async def models(request: web.Request) -> web.Response:
-    snapshot = request.app[STATE].current
+async def models(incoming: Incoming) -> web.Response:
+    snapshot = incoming.snapshot
     table = snapshot.table
     created = int(snapshot.loaded_at)
     data: list[dict[str, Any]] = []
@@ -128,16 +128,8 @@ async def models(request: web.Request) -> web.Response:
         for model_id in provider.models:
             add(model_id, name)
     return web.json_response(
-        {"object": "list", "data": data}, headers={"x-request-id": request_id_of(request)}
+        {"object": "list", "data": data}, headers={"x-request-id": incoming.request_id}
     )
-
-
-async def routed(request: web.Request) -> web.StreamResponse:
-    snapshot = request.app[STATE].current  # this request's table, whatever reloads happen
-    request_id = request_id_of(request)
-    response, served = await handle(request, request_id, snapshot, client_of(request))
-    request[SERVED] = served  # for metrics and the access line
-    return response
 
 
 def create_app(config: Config) -> web.Application:
@@ -150,7 +142,6 @@ def create_app(config: Config) -> web.Application:
     app[FRONT] = front
     app[METRICS] = observer.metrics
     app[REPLAYS] = Replays()
-    app.on_response_prepare.append(add_cors_headers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.shared.start()
@@ -163,6 +154,6 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/health", front.wrap(health))
     app.router.add_get("/v1/models", front.wrap(models))
     app.router.add_get("/", front.wrap(playground_handler()))
-    app.router.add_post("/v1/{tail:.+}", front.wrap(routed))
+    app.router.add_post("/v1/{tail:.+}", front.wrap(handle))
     app.router.add_route("*", "/{tail:.*}", front.wrap(not_found))  # 404 in the client's shape
     return app

@@ -6,8 +6,8 @@ no endpoint should see — a foreign Host (DNS rebinding), a foreign Origin, a m
 wrong gateway key, more requests than `max_concurrency` — and answers CORS preflights;
 after it, it turns an unexpected error into a 500 in the client's error shape, and hands
 what happened to the observer (metrics, the access line, x-mini-llm-overhead-ms).
-Requests refused here are observed too. The gateway key's name is left in the request
-under CLIENT for endpoints and the access log.
+Requests refused here are observed too. Endpoints get the request as `Incoming`: its
+id, its routing table, the gateway key's client.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .access import CORS_EXPOSED, Access, Client, preflight_headers
+from .access import Access, add_cors_headers, preflight_headers
 from .errors import ProxyError, error_response
-from .intake import RequestIds, name_request, request_id_of
+from .intake import Incoming, RequestIds
 from .metrics import api_label
-from .proxy import STARTED
 
 if TYPE_CHECKING:
     from .observe import Observer
@@ -33,9 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mini_llm")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# The request's Client, or None when gateway keys are off.
-CLIENT: web.RequestKey[Client | None] = web.RequestKey("mini_llm.client")
-_CORS_ORIGIN = web.RequestKey("mini_llm.cors_origin", str)
+Endpoint = Callable[[Incoming], Awaitable[web.StreamResponse]]
 # Served without a gateway key: the playground page and the liveness form of /health.
 _OPEN_PATHS = frozenset({"/", "/health"})
 
@@ -51,7 +48,8 @@ class Front:
         self._ids = RequestIds()
         self.busy = 0  # requests being served now, against max_concurrency
 
-    def wrap(self, endpoint: Handler) -> Handler:
+    def wrap(self, endpoint: Endpoint) -> Handler:
+        """The aiohttp handler of an endpoint."""
         current = self._current
         observer = self._observer
         new_id = self._ids
@@ -60,68 +58,74 @@ class Front:
 
         async def serve(request: web.Request) -> web.StreamResponse:
             started = clock()
-            request[STARTED] = started
-            request_id = name_request(request, new_id)
             snapshot = current()
+            incoming = Incoming(request, new_id(request), snapshot, started)
             api = api_label(request.path)
-            refused = _refusal(request, snapshot.access)
+            observed = api is not None or snapshot.config.server.log_requests
+            refused = _refusal(incoming, snapshot.access)
             if refused is None and front.busy >= snapshot.config.server.max_concurrency:
-                refused = _overloaded(request)
+                refused = _overloaded(incoming)
             if refused is not None:
-                if api is not None or observer.logging:
-                    duration = clock() - started
-                    observer.done(request, request_id, api, refused.status, duration, duration)
+                add_cors_headers(incoming.cors_origin, refused.headers)
+                if observed:
+                    observer.refused(incoming, api, refused)
                 return refused
             front.busy += 1
             if api is not None:
                 observer.in_flight += 1
             try:
-                response = await endpoint(request)
+                response = await endpoint(incoming)
             except asyncio.CancelledError:
-                if api is not None or observer.logging:
-                    observer.left(request, request_id, api, clock() - started)
+                if observed:
+                    observer.left(incoming, api)
                 raise
             except web.HTTPException as exc:  # aiohttp answers it; it is still observed
-                if api is not None or observer.logging:
-                    duration = clock() - started
-                    observer.done(request, request_id, api, exc.status, duration, duration)
+                if observed:
+                    observer.refused(incoming, api, exc)
                 raise
             except Exception:
                 log.exception(
-                    "internal error serving %s %s (id %s)", request.method, request.path, request_id
+                    "internal error serving %s %s (id %s)",
+                    request.method,
+                    request.path,
+                    incoming.request_id,
                 )
                 err = ProxyError(500, "internal_error", "the gateway failed to serve this request")
-                response = error_response(request.path, request_id, "-", err)
+                response = error_response(request.path, incoming.request_id, "-", err)
             finally:
                 front.busy -= 1
                 if api is not None:
                     observer.in_flight -= 1
-            if api is not None or observer.logging:
-                observer.answered(request, request_id, api, response, started)
+            if not response.prepared:  # (a stream's headers said so as they went out)
+                add_cors_headers(incoming.cors_origin, response.headers)
+            if observed:
+                observer.answered(incoming, api, response)
             return response
 
         return serve
 
 
-async def not_found(request: web.Request) -> web.StreamResponse:
+async def not_found(incoming: Incoming) -> web.StreamResponse:
     """The endpoint of every path and method no other serves."""
-    return _refuse(request, 404, "not_found", f"no route for {request.method} {request.path}")
+    request = incoming.request
+    return _refuse(incoming, 404, "not_found", f"no route for {request.method} {request.path}")
 
 
-def _refuse(request: web.Request, status: int, code: str, message: str) -> web.Response:
+def _refuse(incoming: Incoming, status: int, code: str, message: str) -> web.Response:
     err = ProxyError(status, code, message)
-    return error_response(request.path, request_id_of(request), "-", err)
+    return error_response(incoming.request.path, incoming.request_id, "-", err)
 
 
-def _overloaded(request: web.Request) -> web.Response:
+def _overloaded(incoming: Incoming) -> web.Response:
     message = "the gateway is serving as many requests as it may"
-    response = _refuse(request, 503, "overloaded", message)
+    response = _refuse(incoming, 503, "overloaded", message)
     response.headers["Retry-After"] = "1"
     return response
 
 
-def _refusal(request: web.Request, access: Access) -> web.StreamResponse | None:
+def _refusal(incoming: Incoming, access: Access) -> web.Response | None:
     """The answer to a request the access rules stop (or a preflight); None lets it in."""
+    request = incoming.request
     headers = request.headers
     host = headers.get("Host")
     # No Host at all is HTTP/1.0, which no browser sends.
@@ -131,26 +135,24 @@ def _refusal(request: web.Request, access: Access) -> web.StreamResponse | None:
         and not access.host_allowed(host, _local_address(request))
     ):
         message = f"Host `{host}` is not served by this gateway"
-        return _refuse(request, 403, "host_not_allowed", message)
+        return _refuse(incoming, 403, "host_not_allowed", message)
     origin = headers.get("Origin")
     if origin is not None:
         if not access.origin_allowed(origin, f"{request.scheme}://{host}"):
             message = f"origin `{origin}` may not call this gateway"
-            return _refuse(request, 403, "origin_not_allowed", message)
-        request[_CORS_ORIGIN] = origin
+            return _refuse(incoming, 403, "origin_not_allowed", message)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in headers:
             requested = headers.get("Access-Control-Request-Headers", "")
             return web.Response(status=204, headers=preflight_headers(origin, requested))
+        incoming.cors_origin = origin
     elif request.method == "OPTIONS" and "Access-Control-Request-Method" in headers:
-        return _refuse(request, 403, "origin_not_allowed", "a preflight needs an Origin")
+        return _refuse(incoming, 403, "origin_not_allowed", "a preflight needs an Origin")
     if not access.keys_on:
-        request[CLIENT] = None
         return None
-    client = access.client(headers)
-    request[CLIENT] = client
+    client = incoming.client = access.client(headers)
     if client is None and not (request.path in _OPEN_PATHS and request.method == "GET"):
         return _refuse(
-            request,
+            incoming,
             401,
             "authentication_error",
             "a gateway key is required: send it as `Authorization: Bearer KEY`, "
@@ -159,22 +161,6 @@ def _refusal(request: web.Request, access: Access) -> web.StreamResponse | None:
     if client is None and request.path == "/health":
         return web.json_response({"status": "ok"})  # liveness only, without a key
     return None
-
-
-def client_of(request: web.Request) -> Client | None:
-    """The gateway key's client; None without gateway keys or before the front door."""
-    return request.get(CLIENT)
-
-
-async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: answers to an allowed cross-origin caller say so, errors too."""
-    if "Origin" not in request.headers:
-        return
-    origin = request.get(_CORS_ORIGIN)
-    if origin is not None:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
-        response.headers.add("Vary", "Origin")
 
 
 def _local_address(request: web.Request) -> str | None:

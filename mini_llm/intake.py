@@ -1,4 +1,4 @@
-"""What came in: the request id, the body within its limit, and the model it names."""
+"""What came in: the request and its id, the body within its limit, and the model it names."""
 
 from __future__ import annotations
 
@@ -6,15 +6,40 @@ import asyncio
 import itertools
 import json
 import os
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .errors import ProxyError
 
+if TYPE_CHECKING:
+    from .access import Client
+    from .pools import Snapshot
+    from .proxy import Served
+
 MAX_MODEL_CHARS = 256
-_REQUEST_ID = web.RequestKey("mini_llm.request_id", str)
+
+
+class Incoming:
+    """A request as the front door let it in: what every endpoint is given.
+
+    `snapshot` is the routing table the request is served by, whatever reloads happen
+    meanwhile; `client` the gateway key's client (None when gateway keys are off, or for
+    an open path without one); `served` what answered it, left by the routed endpoint.
+    """
+
+    __slots__ = ("client", "cors_origin", "request", "request_id", "served", "snapshot", "started")
+
+    def __init__(
+        self, request: web.Request, request_id: str, snapshot: Snapshot, started: float
+    ) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.snapshot = snapshot
+        self.started = started  # perf_counter() at arrival
+        self.client: Client | None = None
+        self.cors_origin: str | None = None  # an allowed Origin: answers say so
+        self.served: Served | None = None
 
 
 class RequestIds:
@@ -26,29 +51,12 @@ class RequestIds:
         self._prefix = os.urandom(8).hex()
         self._count = itertools.count()
 
-    def __call__(self) -> str:
+    def __call__(self, request: web.Request) -> str:
+        """The client's x-request-id when usable, else a new one."""
+        given = request.headers.get("x-request-id")
+        if given is not None and 0 < len(given) <= 200 and given.isprintable():
+            return given
         return f"{self._prefix}{next(self._count):016x}"
-
-
-def name_request(request: web.Request, new_id: Callable[[], str]) -> str:
-    """Give the request its id: the client's x-request-id when usable, else a new one."""
-    given = request.headers.get("x-request-id")
-    if given is not None and 0 < len(given) <= 200 and given.isprintable():
-        request_id = given
-    else:
-        request_id = new_id()
-    request[_REQUEST_ID] = request_id
-    return request_id
-
-
-def request_id_of(request: web.Request) -> str:
-    """The id the front door gave the request (x-request-id), the same for every caller."""
-    known: str | None = request.get(_REQUEST_ID)
-    return known if known is not None else name_request(request, _random_id)
-
-
-def _random_id() -> str:
-    return os.urandom(16).hex()
 
 
 async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
@@ -86,7 +94,10 @@ def _too_large(limit: int) -> ProxyError:
 def model_of(body: bytes) -> tuple[str, dict[str, Any]]:
     """The request's model name and its parsed document; 400 when either is unusable."""
     try:
-        doc = json.loads(body)
+        # `{` then no NUL is UTF-8 to json's own guess (json.detect_encoding): decoded here,
+        # the guess is skipped, with the same result.
+        utf8 = body[:1] == b"{" and body[1:2] != b"\x00"
+        doc = json.loads(body.decode("utf-8", "surrogatepass") if utf8 else body)
     except (ValueError, UnicodeDecodeError):
         raise ProxyError(400, "invalid_json", "request body is not valid JSON") from None
     except RecursionError:

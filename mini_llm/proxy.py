@@ -26,14 +26,14 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .access import Client
+from .access import Client, add_cors_headers
 from .balance import TargetStats
 from .config import Limits, Retry, Target
 from .echo import echo_exchange
 from .errors import UPSTREAM_FAILURES, ProxyError, error_response, upstream_failure
 from .first_content import hold_until_content
 from .form import form_model, is_form, replace_value
-from .intake import check_model, model_of, read_body
+from .intake import Incoming, check_model, model_of, read_body
 from .keys import AFTER_PAUSE, NEXT_KEY, Outcome, outcome_of
 from .masking import mask
 from .pools import Connections, ProviderRuntime, Snapshot
@@ -45,9 +45,6 @@ from .translate import needs_translation
 from .translation import Translation, translation_for
 from .upstream import body_for
 from .usage import Usage, wants_stream_usage, with_stream_usage
-
-# Where the front door (front.py) leaves the perf_counter() a request began at.
-STARTED = web.RequestKey("mini_llm.started", float)
 
 
 class Served:
@@ -129,10 +126,10 @@ class Call:
         "fallbacks",
         "form_span",
         "held",
+        "incoming",
         "kept",
         "outcomes",
         "request",
-        "request_id",
         "route",
         "sent",
         "snapshot",
@@ -145,17 +142,15 @@ class Call:
 
     def __init__(
         self,
-        request: web.Request,
-        request_id: str,
-        snapshot: Snapshot,
+        incoming: Incoming,
         body: bytes,
         doc: dict[str, Any],
         route: Route,
         form_span: tuple[int, int] | None = None,
     ) -> None:
-        self.request = request
-        self.request_id = request_id
-        self.snapshot = snapshot
+        self.incoming = incoming
+        self.request = request = incoming.request
+        self.snapshot = incoming.snapshot
         self.body = body
         self.doc = doc
         self.route = route
@@ -166,7 +161,7 @@ class Call:
         self.kept: bytes | None = None  # the whole answer relayed, when the cache keeps it
         self.admitted: list[Budget] = []  # rate-limit budgets this request was counted in
         self.held: list[Connections | TargetStats] = []  # released once the answer is relayed
-        self.started: float = request.get(STARTED) or time.perf_counter()
+        self.started = incoming.started
         self.waited = 0.0  # seconds awaiting upstream answers' headers, and retry pauses
         self.outcomes: list[tuple[str, Outcome]] = []
         self.fallbacks: list[tuple[str, str]] = []
@@ -443,10 +438,17 @@ def pauses(retry: Retry) -> Iterator[float]:
         pause *= 2
 
 
-async def handle(
-    request: web.Request, request_id: str, snapshot: Snapshot, client: Client | None
-) -> tuple[web.StreamResponse, Served]:
-    """Serve one routed POST on the table it started with; the answer and what gave it."""
+async def handle(incoming: Incoming) -> web.StreamResponse:
+    """Serve one routed POST on the table it arrived under; what served it goes in `served`."""
+    response, incoming.served = await _handle(incoming)
+    return response
+
+
+async def _handle(incoming: Incoming) -> tuple[web.StreamResponse, Served]:
+    request = incoming.request
+    request_id = incoming.request_id
+    snapshot = incoming.snapshot
+    client = incoming.client
     path = request.path
     server = snapshot.config.server
     try:
@@ -454,8 +456,9 @@ async def handle(
         if snapshot.access.hmac_secret:
             _check_signature(request, body, snapshot.access.hmac_secret, request.app)
         form_span = None
-        if is_form(request.headers.get("Content-Type", "")):
-            model, form_span = form_model(body, request.headers.get("Content-Type", ""))
+        content_type = request.headers.get("Content-Type", "")
+        if is_form(content_type):
+            model, form_span = form_model(body, content_type)
             check_model(model)
             doc: dict[str, Any] = {}
         else:
@@ -470,13 +473,14 @@ async def handle(
     except ProxyError as err:
         refused = error_response(path, request_id, "-", err)
         if err.status == 408:  # the rest of the body is not waited for: answer and hang up
+            add_cors_headers(incoming.cors_origin, refused.headers)
             refused.force_close()
             await refused.prepare(request)
             await refused.write_eof()
             if request.transport is not None:
                 request.transport.close()
         return refused, Served()
-    call = Call(request, request_id, snapshot, body, doc, route, form_span)
+    call = Call(incoming, body, doc, route, form_span)
     if key_limits is not None and client is not None:
         refused_by_key = await call.admit_key(client.name, key_limits)
         if refused_by_key is not None:
@@ -552,6 +556,7 @@ async def _forward_and_relay(
                 strip_usage=call.strip_usage,
                 keep=keep if attempt.translation is None else None,
                 extra=extra,
+                cors_origin=call.incoming.cors_origin,
             )
         except ProxyError as err:
             failed = error_response(path, request_id, served.route, err)

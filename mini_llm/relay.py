@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .access import add_cors_headers
 from .errors import ProxyError, stream_error_event
 from .translate import (
     DROPPED_HEADER,
@@ -77,9 +78,13 @@ class Relayed(NamedTuple):
 
 
 def response_headers(
-    upstream: Answer, request_id: str, route: str, extra: Mapping[str, str] | None = None
+    upstream: Answer,
+    request_id: str,
+    route: str,
+    extra: Mapping[str, str] | None = None,
+    cors_origin: str | None = None,
 ) -> CIMultiDict[str]:
-    """The upstream's headers minus hop-by-hop ones, plus the gateway's own."""
+    """The upstream's headers minus hop-by-hop ones, plus the gateway's own (and CORS)."""
     headers = CIMultiDict(upstream.headers)
     upstream_id = headers.get("x-request-id")
     for name in _RESPONSE_DROP:
@@ -91,6 +96,7 @@ def response_headers(
     headers["x-mini-llm-route"] = route
     if extra:
         headers.update(extra)
+    add_cors_headers(cors_origin, headers)
     return headers
 
 
@@ -106,6 +112,7 @@ async def relay(
     strip_usage: bool = False,
     keep: int | None = None,
     extra: Mapping[str, str] | None = None,
+    cors_origin: str | None = None,
 ) -> Relayed:
     """Send the upstream's answer to the client as it arrives; the upstream is closed after.
 
@@ -116,9 +123,9 @@ async def relay(
     """
     if translation is not None:
         return await _translated(
-            request, upstream, provider, request_id, route, translation, since, extra
+            request, upstream, provider, request_id, route, translation, since, extra, cors_origin
         )
-    headers = response_headers(upstream, request_id, route, extra)
+    headers = response_headers(upstream, request_id, route, extra, cors_origin)
     event_stream = upstream.content_type == "text/event-stream"
     if event_stream:
         headers["Cache-Control"] = "no-cache"
@@ -235,9 +242,10 @@ async def _translated(
     translation: Translation,
     since: float,
     extra: Mapping[str, str] | None = None,
+    cors_origin: str | None = None,
 ) -> Relayed:
     """An answer in the provider's format, rewritten into the client's as it arrives."""
-    headers = response_headers(upstream, request_id, route, extra)
+    headers = response_headers(upstream, request_id, route, extra, cors_origin)
     for name in RESPONSE_HEADERS_TO_DROP:
         headers.popall(name, None)
     if translation.dropped:

@@ -7,6 +7,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from ..intake import Incoming
+
 # Only this page's own inline script and style, and fetches to this gateway: nothing from
 # elsewhere can load, and the page cannot be framed by another site.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -30,11 +32,11 @@ HEADERS = {
 }
 
 
-def playground_handler() -> Callable[[web.Request], Awaitable[web.Response]]:
+def playground_handler() -> Callable[[Incoming], Awaitable[web.Response]]:
     """A handler serving the page, read from the package now (once, at app creation)."""
     page = resources.files(__name__).joinpath("index.html").read_bytes()
 
-    async def playground(request: web.Request) -> web.Response:
+    async def playground(incoming: Incoming) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8", headers=HEADERS)
 
     return playground

@@ -9,11 +9,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mini_llm.app import FRONT, create_app
+from mini_llm.intake import Incoming
 
 from ..helpers import MINIMAL, load
 
 
-async def _broken(request: web.Request) -> web.Response:
+async def _broken(incoming: Incoming) -> web.Response:
     raise RuntimeError("secret internals sk-do-not-show-00000000")
 
 
