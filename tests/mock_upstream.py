@@ -174,6 +174,9 @@ class MockUpstream:
                 body=payload,
                 headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
             )
+        if model == "set-cookie":  # an upstream that answers with a cookie
+            answer = _openai_completion(model, doc)
+            return web.json_response(answer, headers={"Set-Cookie": "session=client-a; Path=/"})
         if doc.get("stream") or model.endswith("-stream"):
             options = doc.get("stream_options")
             usage = isinstance(options, dict) and options.get("include_usage") is True

@@ -121,6 +121,29 @@ def test_the_gateways_own_origin_is_allowed(open_gateway: GatewayProcess) -> Non
     assert response.headers["access-control-allow-origin"] == own
 
 
+def test_an_allowed_origin_gets_cors_on_streams(
+    open_gateway: GatewayProcess, upstream: MockUpstream
+) -> None:
+    own = f"http://127.0.0.1:{port_of(open_gateway)}"
+    response = chat(open_gateway, {"Origin": own}, stream=True)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["access-control-allow-origin"] == own
+    assert "x-mini-llm-route" in response.headers["access-control-expose-headers"]
+    assert response.headers.get_list("vary").count("Origin") == 1
+
+
+def test_a_cookie_one_answer_sets_is_never_sent_upstream_for_another(
+    start_gateway: GatewayFactory, upstream: MockUpstream
+) -> None:
+    # By a host name: aiohttp's cookie jar ignores cookies from IP addresses.
+    gateway = start_gateway(table(upstream).replace("127.0.0.1", "localhost"))
+    first = chat(gateway, model="mock:set-cookie")
+    assert first.headers["set-cookie"].startswith("session=client-a")  # the client gets it
+    assert chat(gateway).status_code == 200
+    assert [seen.headers.get("Cookie") for seen in upstream.requests] == [None, None]
+
+
 def test_an_allowed_origin_gets_cors_on_answers_and_errors(
     keyed: GatewayProcess, upstream: MockUpstream
 ) -> None:
