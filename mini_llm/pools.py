@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
+from multidict import CIMultiDict
 
 from .access import Access
 from .balance import Balancer, Circuit
@@ -20,6 +21,23 @@ from .state import State as SharedState
 from .upstream import Upstream
 
 log = logging.getLogger("mini_llm")
+
+
+# aiohttp's own defaults, never added to what the client sent.
+_NOT_ADDED: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+)
+
+
+class _UpstreamRequest(aiohttp.ClientRequest):
+    """A request that adds none of aiohttp's default headers.
+
+    The same as `skip_auto_headers` naming all four, without building that list anew for
+    every request.
+    """
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        self._skip_auto_headers = _NOT_ADDED
 
 
 class Connections:
@@ -40,7 +58,7 @@ class Connections:
             connector=connector,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            request_class=_UpstreamRequest,
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self.active = 0

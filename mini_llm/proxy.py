@@ -440,11 +440,6 @@ def pauses(retry: Retry) -> Iterator[float]:
 
 async def handle(incoming: Incoming) -> web.StreamResponse:
     """Serve one routed POST on the table it arrived under; what served it goes in `served`."""
-    response, incoming.served = await _handle(incoming)
-    return response
-
-
-async def _handle(incoming: Incoming) -> tuple[web.StreamResponse, Served]:
     request = incoming.request
     request_id = incoming.request_id
     snapshot = incoming.snapshot
@@ -479,20 +474,23 @@ async def _handle(incoming: Incoming) -> tuple[web.StreamResponse, Served]:
             await refused.write_eof()
             if request.transport is not None:
                 request.transport.close()
-        return refused, Served()
+        incoming.served = Served()
+        return refused
     call = Call(incoming, body, doc, route, form_span)
     if key_limits is not None and client is not None:
         refused_by_key = await call.admit_key(client.name, key_limits)
         if refused_by_key is not None:
-            return error_response(path, request_id, "-", refused_by_key), Served()
+            incoming.served = Served()
+            return error_response(path, request_id, "-", refused_by_key)
     cache = snapshot.config.cache
     if not cache.enabled:
         response, served = await _forward_and_relay(call, path, request_id)
     else:
         response, served = await _cached(call, path, request_id, client, cache.max_body_bytes)
+    incoming.served = served
     if call.admitted:
         await call.settle(served)
-    return response, served
+    return response
 
 
 CACHE_HEADER = "x-mini-llm-cache"

@@ -236,6 +236,24 @@ def test_headers_going_upstream(client: httpx.Client, upstream: MockUpstream) ->
     assert seen.query == "trace=1"
 
 
+def test_no_header_is_added_that_the_client_did_not_send(
+    gateway: GatewayProcess, upstream: MockUpstream
+) -> None:
+    body = b'{"model": "fast"}'
+    host = gateway.url.removeprefix("http://")
+    raw = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 17\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", int(host.rpartition(":")[2])), timeout=10) as conn:
+        conn.sendall(raw)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+    names = {name.lower() for name in upstream.requests[-1].headers}
+    # No User-Agent, Accept or Accept-Encoding of the gateway's HTTP client: only what the
+    # client sent, the provider's key and headers (x-extra), and the new request's framing.
+    assert names == {"host", "content-type", "content-length", "authorization", "x-extra"}
+
+
 def test_passthrough_keeps_the_clients_credentials(
     client: httpx.Client, upstream: MockUpstream
 ) -> None:
