@@ -178,7 +178,16 @@ def _serve(
         )
         return asyncio.run(supervise(sock, argv, workers, environ, server.shutdown_grace_s))
     reloader_flags = {k: v for k, v in flags.items() if v is not None}
-    return asyncio.run(_run(config, sock, Path(path), environ, reloader_flags, digest))
+    return run_loop(_run(config, sock, Path(path), environ, reloader_flags, digest))
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Serve on uvloop when it is installed (`pip install mini-llm[fast]`), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def _run(

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 _KEY = b'"usage"'
 _TAIL = len(_KEY) - 1  # bytes kept from a chunk: a key split across two chunks is still seen
@@ -32,8 +31,7 @@ _HOLD_MAX = 1024 * 1024
 _decode = json.JSONDecoder().raw_decode
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """Tokens of one answer. `input` counts every input token, cached ones included."""
 
     input: int | None = None
