@@ -11,13 +11,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..config import Cache
 from ..config import State as StateSettings
 from .base import ALLOWED, Budget, Decision, State, estimate_tokens
 from .cache import CachedAnswer, cache_key, canonical_json
 from .cooldowns import SharedKeyStore, key_id
 from .memory import MemoryState
-from .redis_store import RedisState
+
+if TYPE_CHECKING:
+    from .redis_store import RedisState
 
 __all__ = [
     "ALLOWED",
@@ -36,8 +40,18 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name == "RedisState":  # imported on first use: see open_state
+        from .redis_store import RedisState
+
+        return RedisState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_state(settings: StateSettings, cache: Cache) -> State:
     """Redis when `state.redis` is set, else this process's memory. Connects lazily."""
     if settings.redis:
+        from .redis_store import RedisState  # the Redis client costs ~7 MB: only when used
+
         return RedisState(settings.redis, cache.max_entries, cache.max_body_bytes)
     return MemoryState(cache.max_entries, cache.max_body_bytes)
