@@ -20,8 +20,8 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="interleaved load rounds, figures are medians (2; --quick: 1)",
+        default=3,
+        help="interleaved load rounds; figures are medians, with min-max (3; --quick: 1)",
     )
     parser.add_argument(
         "--connections", type=int, default=32, help="concurrent connections, c=N (32)"
@@ -68,7 +68,7 @@ def parse(argv: list[str]) -> Options:
     only = frozenset(n.strip() for n in args.only.split(",") if n.strip()) if args.only else None
     return Options(
         duration_s=2.0 if args.quick and args.duration == 3.0 else args.duration,
-        rounds=1 if args.quick and args.rounds == 2 else max(1, args.rounds),
+        rounds=1 if args.quick and args.rounds == 3 else max(1, args.rounds),
         connections=args.connections,
         only=only,
         json_path=args.json,

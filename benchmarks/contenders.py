@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import secrets
@@ -129,10 +130,16 @@ def mini_llm_table(mock_url: str, target: str) -> str:
     )
 
 
-def mini_llm(workers: int, src: Path | None = None) -> Starter:
-    """mini-llm from this checkout, or from another source tree `src` (A/B of a hot-path fix)."""
+def mini_llm(workers: int, src: Path | None = None, loop: str = "asyncio") -> Starter:
+    """mini-llm from this checkout, or from another source tree `src` (A/B of a hot-path fix).
+
+    `loop`: "asyncio" serves on asyncio's own loop even where uvloop is installed (a module
+    named uvloop that fails to import comes first on the path, workers included); "uvloop"
+    on uvloop, as `pip install 'mini-llm[fast]'` does.
+    """
     root = src or REPO_ROOT
     name = ("mini-llm" if workers == 1 else f"mini-llm-w{workers}") + ("-alt" if src else "")
+    name += "-uvloop" if loop == "uvloop" else ""
 
     async def start(s: Setting) -> Running:
         config = s.workdir / name / "mini-llm.yaml"
@@ -140,12 +147,25 @@ def mini_llm(workers: int, src: Path | None = None) -> Starter:
         cmd = [sys.executable, "-m", "mini_llm", "serve", "-c", str(config), "--port", "0"]
         if workers > 1:
             cmd += ["--workers", str(workers)]
+        path = [str(root), os.environ.get("PYTHONPATH")]
+        if loop == "uvloop":
+            if importlib.util.find_spec("uvloop") is None:
+                raise SetupError("uvloop is not installed: pip install 'mini-llm[fast]'")
+        else:
+            blocked = s.workdir / "no-uvloop"
+            _write(blocked / "uvloop.py", 'raise ImportError("left out by the benchmark")\n')
+            path.insert(0, str(blocked))
         # The client's own key is dropped by the gateway; sending one keeps the path realistic.
         headers = {"Authorization": "Bearer sk-client-key"}
         # Overrides from the developer's shell must not change what is measured.
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MINI_LLM")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
         cpus = s.gateway_cpus if workers == 1 else s.all_cpus
+        notes = [f"on {loop}"]
+        if workers > 1:
+            notes.append(f"{workers} workers on cores {cpus or 'any'} (shared with load + mock)")
+        if src is not None:
+            notes.append(f"source: {src}")
         running = await _started(
             name,
             s,
@@ -156,12 +176,8 @@ def mini_llm(workers: int, src: Path | None = None) -> Starter:
             listen_line="mini-llm listening on",
             env=env,
             cwd=root,
-            note=""
-            if workers == 1
-            else f"{workers} workers on cores {cpus or 'any'} (shared with load + mock)",
+            note="; ".join(notes),
         )
-        if src is not None:
-            running.note = (running.note + "; " if running.note else "") + f"source: {src}"
         # The mock echoes the model it was sent: proof that the alias rewrite is on the path.
         if f'"model":"{UPSTREAM_MODEL}"' not in running.first_body:
             await running.stop()
@@ -389,6 +405,7 @@ def _write(path: Path, text: str) -> None:
 def registry(workers: int, alt_src: Path | None = None) -> dict[str, Starter]:
     """All contenders in run order; direct and floor first, they are the references."""
     starters: dict[str, Starter] = {"direct": direct, "floor": floor, "mini-llm": mini_llm(1)}
+    starters["mini-llm-uvloop"] = mini_llm(1, loop="uvloop")
     if alt_src is not None:
         starters["mini-llm-alt"] = mini_llm(1, alt_src)
     if workers > 1:

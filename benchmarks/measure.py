@@ -121,11 +121,14 @@ def _aggregate(s: Subject) -> None:
         rps = statistics.median(r.rps for r in rs)
         p50 = statistics.median(r.p50_ms for r in rs)
         p99 = statistics.median(r.p99_ms for r in rs)
-        cpu = s.cpu_s[label] / ok * 1e6 if label in s.cpu_s else None
         # Per-round values let report.derive pair each round with floor's and direct's
         # round, measured seconds apart, instead of comparing whole-run medians.
         rounds = fig.setdefault("rounds", {})
         cpu_rounds = s.cpu_rounds.get(label)
+        if cpu_rounds and all(v is not None for v in cpu_rounds):
+            cpu: float | None = statistics.median(v for v in cpu_rounds if v is not None)
+        else:
+            cpu = s.cpu_s[label] / ok * 1e6 if label in s.cpu_s else None
         if label == "json":
             fig.update(rps=rps, p50_ms=p50, p99_ms=p99, cpu_us_per_req=cpu)
             rounds.update(rps=[r.rps for r in rs], cpu_us_per_req=cpu_rounds)

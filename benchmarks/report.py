@@ -46,15 +46,18 @@ def _rounds(r: Figures, key: str) -> list[float] | None:
     return values if values and all(v is not None for v in values) else None
 
 
-def _paired_ratio(r: Figures, ref: Figures, key: str) -> float | None:
+def _paired_ratio(r: Figures, ref: Figures, key: str, name: str) -> float | None:
     """Median over rounds of r/ref, each round paired with ref's; else the whole-run ratio.
 
     Rounds are interleaved, so round i of both was measured within seconds: a machine
-    that got busier halfway through moves both sides of each pair, not the ratio.
+    that got busier halfway through moves both sides of each pair, not the ratio. The
+    per-round ratios are kept under `rounds[name]`, for their spread.
     """
     a, b = _rounds(r, key), _rounds(ref, key)
     if a is not None and b is not None and len(a) == len(b) and all(b):
-        return statistics.median(x / y for x, y in zip(a, b, strict=True))
+        ratios = [x / y for x, y in zip(a, b, strict=True)]
+        r.setdefault("rounds", {})[name] = ratios
+        return statistics.median(ratios)
     return _ratio(r.get(key), ref.get(key))
 
 
@@ -71,18 +74,23 @@ def derive(results: dict[str, Figures], workers: int) -> None:
     direct, floor = ok.get("direct", {}), ok.get("floor", {})
     floor_added = _added(floor, direct)
     for r in ok.values():
-        r["rps_x_floor"] = _paired_ratio(r, floor, "rps")
-        r["rps_x_direct"] = _paired_ratio(r, direct, "rps")
-        r["cpu_x_floor"] = _paired_ratio(r, floor, "cpu_us_per_req")
-        r["stream_rps_x_floor"] = _paired_ratio(r, floor, "stream_rps")
+        for name, key, ref in (
+            ("rps_x_floor", "rps", floor),
+            ("rps_x_direct", "rps", direct),
+            ("cpu_x_floor", "cpu_us_per_req", floor),
+            ("stream_rps_x_floor", "stream_rps", floor),
+        ):
+            r[name] = _paired_ratio(r, ref, key, name)
         r["c1_added_ms"] = _diff(r.get("c1_p50_ms"), direct.get("c1_p50_ms"))
         r["ttfc_overhead_ms"] = _diff(r.get("ttfc_ms"), direct.get("ttfc_ms"))
         added = _added(r, direct)
         # A floor that adds (almost) nothing would make this ratio explode on timer noise.
+        if added is not None:
+            r["rounds"]["c1_added_ms"] = added
         if added is not None and floor_added is not None and min(floor_added) > 0.005:
-            r["c1_added_x_floor"] = statistics.median(
-                x / y for x, y in zip(added, floor_added, strict=True)
-            )
+            ratios = [x / y for x, y in zip(added, floor_added, strict=True)]
+            r["rounds"]["c1_added_x_floor"] = ratios
+            r["c1_added_x_floor"] = statistics.median(ratios)
         else:
             usable = (floor.get("c1_added_ms") or 0) > 0.005
             r["c1_added_x_floor"] = (
@@ -90,8 +98,10 @@ def derive(results: dict[str, Figures], workers: int) -> None:
             )
     scaled, single = ok.get(f"mini-llm-w{workers}"), ok.get("mini-llm")
     if scaled and single:
-        scaled["rps_x_1_worker"] = _paired_ratio(scaled, single, "rps")
-        scaled["stream_rps_x_1_worker"] = _paired_ratio(scaled, single, "stream_rps")
+        scaled["rps_x_1_worker"] = _paired_ratio(scaled, single, "rps", "rps_x_1_worker")
+        scaled["stream_rps_x_1_worker"] = _paired_ratio(
+            scaled, single, "stream_rps", "stream_rps_x_1_worker"
+        )
 
 
 def warnings(results: dict[str, Figures], meta: dict[str, Any]) -> list[str]:
@@ -103,26 +113,51 @@ def warnings(results: dict[str, Figures], meta: dict[str, Any]) -> list[str]:
             f"the run ({meta['background_cpu_pct']:.0f}% just before): expect noise, use more "
             "--rounds"
         )
-    direct = results.get("direct", {}).get("rps")
-    proxied = [r["rps"] for n, r in results.items() if n != "direct" and r.get("rps")]
-    # Direct shows what load generator + mock can do; a proxy close to it was not the limit.
-    if direct and proxied and direct < 1.5 * max(proxied):
-        out.append(
-            f"direct reached only {direct:,.0f} req/s: the load generator ({meta['load_tool']}) "
-            "may cap the fastest contenders"
-            + ("; install wrk" if meta["load_tool"] != "wrk" else "")
-        )
+    capped = load_capped(results)
+    if capped is not None:
+        out.append(capped + ("; install wrk" if meta["load_tool"] != "wrk" else ""))
     return out
 
 
-def check_targets(results: dict[str, Figures]) -> list[dict[str, Any]]:
+def load_capped(results: dict[str, Figures]) -> str | None:
+    """Why the throughput figures cannot be judged: direct not well above every proxy."""
+    direct = results.get("direct", {}).get("rps")
+    proxied = [r["rps"] for n, r in results.items() if n != "direct" and r.get("rps")]
+    # Direct shows what load generator + mock can do; a proxy close to it was not the limit.
+    if not direct or not proxied:
+        return "no req/s for direct or for any proxy"
+    if direct < 1.5 * max(proxied):
+        return (
+            f"direct reached only {direct:,.0f} req/s, under 1.5x the fastest proxy's "
+            f"{max(proxied):,.0f}: the load generator or the mock may be the limit"
+        )
+    return None
+
+
+# Targets measured under load: judged only when the load was not the limit.
+_UNDER_LOAD = frozenset({"rps_x_floor", "c1_added_x_floor", "cpu_x_floor"})
+MIN_ROUNDS = 3
+
+
+def check_targets(results: dict[str, Figures], rounds: int) -> list[dict[str, Any]]:
+    """Each target against mini-llm's medians; `pass` None (with `why`) when not judged."""
     mini = results.get("mini-llm", {})
     if mini.get("status") != "ok":
         return []
+    capped = load_capped(results)
     out = []
     for t in TARGETS:
         value = mini.get(t.key)
-        passed = None if value is None else (value >= t.limit if t.at_least else value <= t.limit)
+        why = None
+        if value is None:
+            why = "not measured"
+        elif t.key in _UNDER_LOAD and rounds < MIN_ROUNDS:
+            why = f"not judged: {rounds} round(s), a verdict needs the median of {MIN_ROUNDS}"
+        elif t.key in _UNDER_LOAD and capped is not None:
+            why = f"not judged: {capped}"
+        passed = None
+        if why is None and value is not None:
+            passed = value >= t.limit if t.at_least else value <= t.limit
         op = "≥" if t.at_least else "≤"
         out.append(
             {
@@ -130,14 +165,40 @@ def check_targets(results: dict[str, Figures]) -> list[dict[str, Any]]:
                 "key": t.key,
                 "limit": f"{op} {t.limit:g} {t.unit}",
                 "value": value,
+                "spread": spread(mini, t.key),
                 "pass": passed,
+                "why": why,
             }
         )
     return out
 
 
+_TO = "\u2013"  # an en dash: min-max
+
+# Figures measured in each round, or sampled several times: shown with their min-max.
+_SAMPLES = {"ttfc_ms": "ttfc_samples_ms", "reload_ms": "reload_samples_ms"}
+
+
+def spread(r: Figures, key: str) -> tuple[float, float] | None:
+    """(min, max) of a figure over rounds (or samples), when there were several."""
+    values = r.get("rounds", {}).get(key)
+    if values is None and key in _SAMPLES:
+        values = r.get(_SAMPLES[key])
+    values = [v for v in values or () if v is not None]
+    return (min(values), max(values)) if len(values) > 1 else None
+
+
 def _num(key: str, fmt: str) -> Callable[[Figures], str]:
-    return lambda r: "—" if r.get(key) is None else format(r[key], fmt)
+    def shown(r: Figures) -> str:
+        if r.get(key) is None:
+            return "—"
+        text = format(r[key], fmt)
+        extent = spread(r, key)
+        if extent is not None:
+            text += f" ({format(extent[0], fmt)}{_TO}{format(extent[1], fmt)})"
+        return text
+
+    return shown
 
 
 def _p50_p99(r: Figures) -> str:
@@ -179,6 +240,9 @@ def markdown(results: dict[str, Figures], meta: dict[str, Any]) -> str:
         f"{meta['duration_s']:g} s per phase x {meta['rounds']} interleaved round(s), "
         f"{meta['cpu_plan']}; other processes used {meta.get('foreign_cpu_pct', 0):.0f}% "
         "of the machine meanwhile",
+        f"machine: {meta.get('cpus')} cores, {meta.get('cpu_model')}; Python "
+        f"{meta.get('python')}, aiohttp {meta.get('aiohttp')}; {meta.get('time')}. Figures are "
+        f"medians over rounds (or samples), with min{_TO}max in brackets.",
         "",
         "| figure | " + " | ".join(ok) + " |",
         "|---|" + "---:|" * len(ok),
@@ -199,6 +263,8 @@ def markdown(results: dict[str, Figures], meta: dict[str, Any]) -> str:
         lines += ["", "| mini-llm target | limit | measured | |", "|---|---|---:|---|"]
         for t in targets:
             value = "—" if t["value"] is None else f"{t['value']:.3g}"
-            verdict = {True: "pass", False: "**MISS**", None: "n/a"}[t["pass"]]
+            if t.get("spread"):
+                value += f" ({t['spread'][0]:.3g}{_TO}{t['spread'][1]:.3g})"
+            verdict = {True: "pass", False: "**MISS**", None: t.get("why") or "n/a"}[t["pass"]]
             lines.append(f"| {t['target']} | {t['limit']} | {value} | {verdict} |")
     return "\n".join(lines)

@@ -101,7 +101,10 @@ async def run(opts: Options) -> dict[str, Any]:
     wanted = [
         n
         for n in starters
-        if opts.only is None or n in opts.only or n in ("direct", "floor", "mini-llm-alt")
+        if opts.only is None
+        or n in opts.only
+        or n in ("direct", "floor", "mini-llm-alt")
+        or (n == "mini-llm-uvloop" and "mini-llm" in opts.only)
     ]
     unknown = (opts.only or frozenset()) - set(starters)
     if unknown:
@@ -204,7 +207,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
         "nginx": _tool_version(["nginx", "-v"]) if "nginx" in results else None,
-        "targets": check_targets(results),
+        "targets": check_targets(results, opts.rounds),
     }
     meta["warnings"] = warnings(results, meta)
     return {"meta": meta, "contenders": results}
