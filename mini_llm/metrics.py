@@ -92,17 +92,13 @@ def circuit_open(snapshot: Snapshot) -> dict[str, int]:
 class _Histogram:
     """One labelled histogram's observations since the last flush: a bucket index and a sum."""
 
-    __slots__ = ("_bounds", "child", "counts", "total")
+    __slots__ = ("bounds", "child", "counts", "total")
 
     def __init__(self, child: Histogram, bounds: tuple[float, ...]) -> None:
         self.child = child
-        self._bounds = bounds
+        self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last one: +Inf
         self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self._bounds, value)] += 1
-        self.total += value
 
     def flush(self) -> None:
         """Into the prometheus child: per-bucket counts, as its own observe() keeps them."""
@@ -131,6 +127,10 @@ class _Series:
         self.first_byte = _Histogram(metrics.first_byte.labels(*labels), _TTFB_BUCKETS)
         self.overhead: _Histogram | None = None  # only once a request reaches routing
         self.statuses: dict[int, int] = {}
+
+    def add_overhead(self, child: Histogram) -> _Histogram:
+        self.overhead = _Histogram(child, _OVERHEAD_BUCKETS)
+        return self.overhead
 
     def flush(self) -> None:
         statuses, self.statuses = self.statuses, {}
@@ -279,15 +279,20 @@ class Metrics:
             series = self._series[key] = _Series(self, key)
         statuses = series.statuses
         statuses[status] = statuses.get(status, 0) + 1
-        series.duration.observe(duration)
+        # (_Histogram.observe, inlined: this runs for every request.)
+        hist = series.duration
+        hist.counts[bisect_left(hist.bounds, duration)] += 1
+        hist.total += duration
         if first_byte is not None:  # None: the client left first
-            series.first_byte.observe(first_byte)
+            hist = series.first_byte
+            hist.counts[bisect_left(hist.bounds, first_byte)] += 1
+            hist.total += first_byte
         if served is None:
             return
-        overhead = series.overhead
-        if overhead is None:
-            overhead = series.overhead = _Histogram(self.overhead.labels(api), _OVERHEAD_BUCKETS)
-        overhead.observe(max(duration - served.waited, 0.0))
+        hist = series.overhead or series.add_overhead(self.overhead.labels(api))
+        overhead = max(duration - served.waited, 0.0)
+        hist.counts[bisect_left(hist.bounds, overhead)] += 1
+        hist.total += overhead
         tries = self._tries
         for tried in served.outcomes:
             tries[tried] = tries.get(tried, 0) + 1

@@ -173,7 +173,8 @@ class Call:
     def served(self, served: Served, relayed: Relayed | None = None) -> Served:
         """What served the request, completed with what was learnt on the way."""
         served.rule = self.route.label
-        served.upstream_model = served.route.partition(":")[2] or None
+        if served.upstream_model is None:
+            served.upstream_model = served.route.partition(":")[2] or None
         served.outcomes = tuple(self.outcomes)
         served.fallbacks = tuple(self.fallbacks)
         served.waited = self.waited
@@ -206,16 +207,17 @@ class Call:
                 previous = target.provider
                 runtime = snapshot.runtimes.get(target.provider)
                 provider = snapshot.table.providers[target.provider]
+                label = str(target)
                 if runtime is None or not provider.enabled:
                     if last is None:  # an unusable target never hides what a usable one said
-                        last = _disabled(str(target), provider.disabled_reason)
+                        last = _disabled(label, provider.disabled_reason)
                     continue
                 if not runtime.circuit.allow():  # skipped as a disabled one is
                     if last is None:
-                        last = _circuit_open(str(target), runtime)
+                        last = _circuit_open(label, runtime)
                     continue
                 if provider.limits:
-                    refused = await self._admit(provider.name, provider.limits, str(target))
+                    refused = await self._admit(provider.name, provider.limits, label)
                     if refused is not None:  # over its limit: skipped as a disabled one is
                         if last is None:
                             last = refused
@@ -228,7 +230,7 @@ class Call:
                     stats = balancer.stats(target)
                     self.held.append(stats.hold())
                 try:
-                    attempt = await self.tries(runtime, str(target), target.model, stats)
+                    attempt = await self.tries(runtime, label, target.model, stats)
                 finally:
                     if probe:
                         runtime.circuit.release()  # in case it ended without an outcome
@@ -300,7 +302,7 @@ class Call:
             if self.ask_usage and provider.stream_usage:
                 self.strip_usage = True
                 body = with_stream_usage(body, self.doc, model)
-        waits = pauses(provider.retry)
+        waits: Iterator[float] | None = None  # made at the first failure
         tries_left = provider.retry.attempts + 1
         held: Attempt | None = None  # a failed answer, given if no try does better
         try:
@@ -317,7 +319,7 @@ class Call:
                     held = None
                 tries_left -= 1
                 self.sent += 1
-                served = Served(route, provider.name, key, self.sent)
+                served = Served(route, provider.name, key, self.sent, upstream_model=model)
                 asked = time.perf_counter()
                 try:
                     answer = await self.send(runtime, body, key, translation)
@@ -327,6 +329,7 @@ class Call:
                     runtime.circuit.record(outcome, provider.health)
                     if not err.retryable or tries_left <= 0:
                         return Attempt(served, None, err, err.retryable, translation)
+                    waits = waits or pauses(provider.retry)
                     await self.pause(next(waits))
                     continue
                 if key is None:  # no key of ours to rest or rotate: 429 and 401 are answers
@@ -359,6 +362,7 @@ class Call:
                     return Attempt(served, answer, None, True, translation)
                 held = Attempt(served, answer, None, True, translation)
                 if outcome in AFTER_PAUSE:  # a resting key is retried at once, with the next
+                    waits = waits or pauses(provider.retry)
                     await self.pause(next(waits))
         finally:
             if held is not None:  # a failed answer we will not give (e.g. cancelled)

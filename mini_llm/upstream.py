@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -137,7 +138,7 @@ class Upstream:
 
 
 _MODEL_KEY = b'"model"'
-_JSON_SPACE = b" \t\r\n"
+_COLON = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*")
 
 
 @lru_cache(maxsize=4096)  # model names: a few per routing table
@@ -155,15 +156,10 @@ def splice_model(body: bytes, old: str, new: str) -> bytes | None:
     at = body.find(_MODEL_KEY)
     if at < 0 or body.find(_MODEL_KEY, at + 1) >= 0 or b"\\u" in body:
         return None
-    pos = at + len(_MODEL_KEY)
-    end = len(body)
-    while pos < end and body[pos] in _JSON_SPACE:
-        pos += 1
-    if pos >= end or body[pos] != ord(":"):
+    colon = _COLON.match(body, at + len(_MODEL_KEY))
+    if colon is None:
         return None
-    pos += 1
-    while pos < end and body[pos] in _JSON_SPACE:
-        pos += 1
+    pos = colon.end()
     old_json = _json_string(old)
     if not body.startswith(old_json, pos):
         return None
