@@ -14,6 +14,7 @@ from . import __version__
 from .config import Config
 from .front import Front, not_found
 from .intake import Incoming
+from .metrics import API_PATHS
 from .observe import METRICS, Observer
 from .playground import playground_handler
 from .pools import Connections, Snapshot, build_snapshot, retire_unused
@@ -154,6 +155,10 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/health", front.wrap(health))
     app.router.add_get("/v1/models", front.wrap(models))
     app.router.add_get("/", front.wrap(playground_handler()))
-    app.router.add_post("/v1/{tail:.+}", front.wrap(handle))
+    routed = front.wrap(handle)
+    for path in API_PATHS:  # found by one lookup; any other /v1/ path by the pattern after
+        if path != "/v1/models":
+            app.router.add_post(path, routed)
+    app.router.add_post("/v1/{tail:.+}", routed)
     app.router.add_route("*", "/{tail:.*}", front.wrap(not_found))  # 404 in the client's shape
     return app

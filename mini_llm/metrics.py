@@ -50,6 +50,7 @@ _ENDPOINTS = (
     "rerank",
 )
 _API_LABELS = {f"/v1/{path}": path.replace("/", "_") for path in _ENDPOINTS}
+API_PATHS = tuple(_API_LABELS)  # the known endpoints' paths
 OTHER = "other"
 
 # LLM answers take from milliseconds (errors, embeddings) to minutes (long generations).
