@@ -96,6 +96,11 @@ def derive(results: dict[str, Figures], workers: int) -> None:
             r["c1_added_x_floor"] = (
                 _ratio(r["c1_added_ms"], floor.get("c1_added_ms")) if usable else None
             )
+    # A/B of a hot-path change (--compare-src): the other tree against this one, per round.
+    alt, single = ok.get("mini-llm-alt"), ok.get("mini-llm")
+    if alt and single:
+        for name, key in (("x_this_tree_rps", "rps"), ("x_this_tree_cpu", "cpu_us_per_req")):
+            single[name] = _paired_ratio(single, alt, key, name)
     scaled, single = ok.get(f"mini-llm-w{workers}"), ok.get("mini-llm")
     if scaled and single:
         scaled["rps_x_1_worker"] = _paired_ratio(scaled, single, "rps", "rps_x_1_worker")
@@ -229,6 +234,8 @@ _ROWS: tuple[tuple[str, str, Callable[[Figures], str]], ...] = (
     ("processes", "processes", _num("processes", "d")),
     ("CPU % while idle", "idle_cpu_pct", _num("idle_cpu_pct", ".1f")),
     ("req/s x 1 worker", "rps_x_1_worker", _num("rps_x_1_worker", ".2f")),
+    ("req/s x mini-llm-alt (A/B)", "x_this_tree_rps", _num("x_this_tree_rps", ".3f")),
+    ("CPU / request x mini-llm-alt (A/B)", "x_this_tree_cpu", _num("x_this_tree_cpu", ".3f")),
     ("load errors", "errors", _num("errors", "d")),
 )
 
