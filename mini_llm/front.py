@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .access import Access, add_cors_headers, preflight_headers
 from .errors import ProxyError, error_response
-from .intake import Incoming, RequestIds
+from .intake import Endpoint, Handler, Incoming, RequestIds
 from .metrics import api_label
 
 if TYPE_CHECKING:
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mini_llm")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Endpoint = Callable[[Incoming], Awaitable[web.StreamResponse]]
 # Served without a gateway key: the playground page and the liveness form of /health.
 _OPEN_PATHS = frozenset({"/", "/health"})
 

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import os
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -40,6 +41,11 @@ class Incoming:
         self.client: Client | None = None
         self.cors_origin: str | None = None  # an allowed Origin: answers say so
         self.served: Served | None = None
+
+
+# An aiohttp handler, and an endpoint behind the front door (front.py wraps one into the other).
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Endpoint = Callable[[Incoming], Awaitable[web.StreamResponse]]
 
 
 class RequestIds:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .accesslog import log_request
-from .intake import Incoming
+from .intake import Endpoint, Handler, Incoming
 from .metrics import Metrics
 from .relay import OVERHEAD_HEADER
 
@@ -28,9 +28,6 @@ METRICS = web.AppKey("metrics", Metrics)
 # The classic text format: what every Prometheus version reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Endpoint = Callable[[Incoming], Awaitable[web.StreamResponse]]
 
 
 class Observer:

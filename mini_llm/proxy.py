@@ -133,7 +133,6 @@ class Call:
         "route",
         "sent",
         "snapshot",
-        "started",
         "strip_usage",
         "tail",
         "tokens",
@@ -161,7 +160,6 @@ class Call:
         self.kept: bytes | None = None  # the whole answer relayed, when the cache keeps it
         self.admitted: list[Budget] = []  # rate-limit budgets this request was counted in
         self.held: list[Connections | TargetStats] = []  # released once the answer is relayed
-        self.started = incoming.started
         self.waited = 0.0  # seconds awaiting upstream answers' headers, and retry pauses
         self.outcomes: list[tuple[str, Outcome]] = []
         self.fallbacks: list[tuple[str, str]] = []
@@ -173,8 +171,7 @@ class Call:
     def served(self, served: Served, relayed: Relayed | None = None) -> Served:
         """What served the request, completed with what was learnt on the way."""
         served.rule = self.route.label
-        if served.upstream_model is None:
-            served.upstream_model = served.route.partition(":")[2] or None
+        served.upstream_model = served.route.partition(":")[2] or None
         served.outcomes = tuple(self.outcomes)
         served.fallbacks = tuple(self.fallbacks)
         served.waited = self.waited
@@ -319,7 +316,7 @@ class Call:
                     held = None
                 tries_left -= 1
                 self.sent += 1
-                served = Served(route, provider.name, key, self.sent, upstream_model=model)
+                served = Served(route, provider.name, key, self.sent)
                 asked = time.perf_counter()
                 try:
                     answer = await self.send(runtime, body, key, translation)
@@ -554,7 +551,7 @@ async def _forward_and_relay(
                 request_id,
                 served.route,
                 attempt.translation,
-                since=call.started + call.waited,
+                since=call.incoming.started + call.waited,
                 strip_usage=call.strip_usage,
                 keep=keep if attempt.translation is None else None,
                 extra=extra,
