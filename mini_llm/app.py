@@ -58,7 +58,7 @@ class State:
         self.last_error = None
         if previous is not None:
             retire_unused(previous, snapshot)
-        self._connections = {c for c in self._connections if not c.session.closed}
+        self._connections = {c for c in self._connections if not c.closed}
         self._connections.update(
             r.connections for r in snapshot.runtimes.values() if r.connections is not None
         )
@@ -134,7 +134,7 @@ async def models(incoming: Incoming) -> web.Response:
 
 
 def create_app(config: Config) -> web.Application:
-    """The gateway application; its ClientSessions live and die with it (cleanup_ctx)."""
+    """The gateway application; its connection pools live and die with it (cleanup_ctx)."""
     state = State(config)
     observer = Observer(state)
     front = Front(lambda: state.current, observer)

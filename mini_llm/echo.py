@@ -6,9 +6,10 @@ would: ``/chat/completions``, ``/completions``, ``/messages`` and ``/embeddings`
 (echo_answers.py has the formats). Any other path gets a 404 and a body that is not JSON a
 400, each in the error shape of the path's API (Anthropic's on ``/messages*``).
 
-The answer is an ``EchoResponse``: the part of ``aiohttp.ClientResponse`` that a streaming
-proxy reads (status, reason, headers, content_type, content_length, content.readany/read,
-read, close, release), so the forwarding path relays it as it relays a real upstream.
+The answer is an ``EchoResponse``: the part of an upstream answer (``http1.Answer``) that a
+streaming proxy reads (status, reason, headers, content_type, content_length,
+content.readany/read, read, close, release), so the forwarding path relays it as it relays a
+real upstream.
 
 The model ``echo-slow`` paces its words one every 100 ms. Streamed, each word is an event of
 its own; not streamed, the whole answer comes after the same total delay (words x 100 ms),
@@ -103,7 +104,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 class EchoResponse:
-    """What a streaming proxy reads of an ``aiohttp.ClientResponse``, for an echo answer."""
+    """What a streaming proxy reads of an upstream answer, for an echo answer."""
 
     def __init__(self, status: int, content_type: str, chunks: Chunks) -> None:
         self.status = status

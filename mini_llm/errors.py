@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from .http1 import UpstreamUnreachable
+
 if TYPE_CHECKING:
     from .keys import Outcome
 
@@ -104,7 +106,7 @@ def upstream_failure(provider: str, exc: BaseException) -> ProxyError:
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
         message = f"provider `{provider}` did not answer in time"
         return ProxyError(504, "upstream_timeout", message, outcome="timeout")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, (UpstreamUnreachable, aiohttp.ClientConnectorError)):
         message = f"provider `{provider}` is unreachable"
         return ProxyError(
             502, "upstream_unreachable", message, retryable=True, outcome="connect_error"

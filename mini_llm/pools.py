@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
-from multidict import CIMultiDict
-
+from . import http1
 from .access import Access
 from .balance import Balancer, Circuit
 from .config import Config, Pool, Provider
@@ -23,44 +21,15 @@ from .upstream import Upstream
 log = logging.getLogger("mini_llm")
 
 
-# aiohttp's own defaults, never added to what the client sent.
-_NOT_ADDED: CIMultiDict[None] = CIMultiDict(
-    (name, None) for name in ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
-)
-
-
-class _UpstreamRequest(aiohttp.ClientRequest):
-    """A request that adds none of aiohttp's default headers.
-
-    The same as `skip_auto_headers` naming all four, without building that list anew for
-    every request.
-    """
-
-    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
-        self._skip_auto_headers = _NOT_ADDED
-
-
 class Connections:
-    """One ClientSession for one provider endpoint; closed once retired and idle."""
+    """The connection pool of one provider endpoint; closed once retired and idle."""
 
-    __slots__ = ("_closing", "active", "retired", "session")
+    __slots__ = ("_closing", "active", "pool", "retired")
 
-    def __init__(self, pool: Pool) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=pool.limit,
-            limit_per_host=pool.limit_per_host,
-            keepalive_timeout=pool.keepalive_s,
-            ttl_dns_cache=300,
-        )
-        # auto_decompress=False: compressed upstream bodies reach the client untouched.
-        # DummyCookieJar: a cookie one client's answer set is never sent for another client.
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            request_class=_UpstreamRequest,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+    def __init__(self, base_url: str, pool: Pool) -> None:
+        # Each endpoint has its own pool, so the tighter of the two limits is the one that holds.
+        limit = min((n for n in (pool.limit, pool.limit_per_host) if n), default=0)
+        self.pool = http1.Pool(base_url, limit, pool.keepalive_s)
         self.active = 0
         self.retired = False
         self._closing: asyncio.Task[None] | None = None
@@ -81,16 +50,20 @@ class Connections:
         if self.active == 0:
             self._close_soon()
 
+    @property
+    def closed(self) -> bool:
+        return self.pool.closed
+
     def _close_soon(self) -> None:
-        if self._closing is None and not self.session.closed:
-            self._closing = asyncio.get_running_loop().create_task(self.session.close())
+        if self._closing is None and not self.pool.closed:
+            self._closing = asyncio.get_running_loop().create_task(self.pool.close())
 
     async def close(self) -> None:
         self.retired = True
         if self._closing is not None:
             await self._closing
-        elif not self.session.closed:
-            await self.session.close()
+        elif not self.pool.closed:
+            await self.pool.close()
 
 
 @dataclass(frozen=True)
@@ -101,12 +74,11 @@ class ProviderRuntime:
     upstream: Upstream
     connections: Connections | None  # None: a builtin provider, answered in-process
     keys: KeyStore
-    timeout: aiohttp.ClientTimeout
     circuit: Circuit
 
 
-def _session_identity(provider: Provider) -> tuple[object, ...]:
-    # What a ClientSession is built from: the endpoint it talks to and its pool settings.
+def _pool_identity(provider: Provider) -> tuple[object, ...]:
+    # What a connection pool is built from: the endpoint it talks to and its pool settings.
     parts = urlsplit(provider.base_url)
     return (parts.scheme, parts.netloc, provider.pool)
 
@@ -142,26 +114,22 @@ def build_snapshot(table: RoutingTable, previous: Snapshot | None, shared: Share
         elif (
             before is not None
             and before.connections is not None
-            and _session_identity(before.provider) == _session_identity(provider)
+            and _pool_identity(before.provider) == _pool_identity(provider)
         ):
             connections = before.connections
         else:
-            connections = Connections(provider.pool)
+            connections = Connections(provider.base_url, provider.pool)
         if before is not None and before.keys.keys == provider.keys:
             keys = before.keys
         else:
             keys = shared.key_store(provider.keys, name)
             if before is not None:
                 keys.adopt(before.keys)
-        timeouts = provider.timeouts
         runtimes[name] = ProviderRuntime(
             provider=provider,
             upstream=table.upstreams[name],
             connections=connections,
             keys=keys,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
-            ),
             circuit=before.circuit if before is not None else Circuit(),
         )
     generation = previous.generation + 1 if previous is not None else 1

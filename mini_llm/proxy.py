@@ -389,13 +389,14 @@ class Call:
         try:
             if runtime.connections is None:  # a builtin provider, answered in-process
                 return await echo_exchange(request.method, tail, dict(headers), body)
-            return await runtime.connections.session.request(
+            timeouts = runtime.provider.timeouts
+            return await runtime.connections.pool.request(
                 request.method,
-                upstream.url(tail, request.rel_url.raw_query_string, key),
-                data=body,
-                headers=headers,
-                timeout=runtime.timeout,
-                allow_redirects=False,
+                upstream.target(tail, request.rel_url.raw_query_string, key),
+                headers,
+                body,
+                timeouts.connect_s,
+                timeouts.read_s,
             )
         except UPSTREAM_FAILURES as exc:
             raise upstream_failure(runtime.provider.name, exc) from None

@@ -40,7 +40,7 @@ class Body(Protocol):
 
 
 class Answer(Protocol):
-    """What relay reads of an answer: aiohttp's ClientResponse, or a builtin provider's."""
+    """What relay reads of an answer: an upstream's (http1.Answer), or a builtin provider's."""
 
     @property
     def status(self) -> int: ...

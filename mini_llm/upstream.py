@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
 
 from .config import Provider
 from .masking import looks_secret, mask
@@ -47,15 +47,17 @@ class Upstream:
         "_auth_param",
         "_auth_prefix",
         "_drop",
+        "_origin",
+        "_path",
         "_query",
-        "_root",
         "provider",
     )
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
         parts = urlsplit(provider.base_url)
-        self._root = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._path = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
         self._query = tuple(parse_qsl(parts.query, keep_blank_values=True)) + provider.query
         auth = provider.auth
         self._auth_header: str | None = None
@@ -78,16 +80,21 @@ class Upstream:
 
     def url(self, tail: str, client_query: str = "", key: str | None = None) -> str:
         """Upstream URL for a request path tail (after /v1) and the client's raw query."""
+        return self._origin + self.target(tail, client_query, key)
+
+    def target(self, tail: str, client_query: str = "", key: str | None = None) -> str:
+        """The request line's path and query: the base URL's path, the tail, the query."""
         fixed = list(self._query)
         if self._auth_param is not None and key is not None:
             fixed.append((self._auth_param, key))
+        path = self._path + tail or "/"
         if not fixed:
-            return self._root + tail + ("?" + client_query if client_query else "")
+            return path + ("?" + client_query if client_query else "")
         ours = {name for name, _ in fixed}
         pairs = [
             (k, v) for k, v in parse_qsl(client_query, keep_blank_values=True) if k not in ours
         ]
-        return self._root + tail + "?" + urlencode(pairs + fixed)
+        return path + "?" + urlencode(pairs + fixed)
 
     def headers(self, client: Iterable[tuple[str, str]], key: str | None) -> list[tuple[str, str]]:
         """Client headers minus hop-by-hop, Host, Content-Length and credentials, plus ours."""
