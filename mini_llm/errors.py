@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from .http1 import UpstreamUnreachable
+from .http1 import BadAnswer, UpstreamUnreachable
 
 if TYPE_CHECKING:
     from .keys import Outcome
@@ -111,7 +111,10 @@ def upstream_failure(provider: str, exc: BaseException) -> ProxyError:
         return ProxyError(
             502, "upstream_unreachable", message, retryable=True, outcome="connect_error"
         )
-    message = f"provider `{provider}` closed the connection without an answer"
+    if isinstance(exc, BadAnswer):
+        message = f"provider `{provider}` answered with something that is not HTTP/1.1"
+    else:
+        message = f"provider `{provider}` closed the connection without an answer"
     return ProxyError(502, "upstream_error", message, retryable=True, outcome="connect_error")
 
 

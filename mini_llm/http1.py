@@ -438,6 +438,7 @@ class Pool:
         self.keepalive_s = keepalive_s
         self.closed = False
         self._open = 0  # connections open or being opened
+        self._all: set[_Connection] = set()
         self._idle: list[_Connection] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
@@ -535,6 +536,7 @@ class Pool:
                     ssl=_tls_context() if self.tls else None,
                     server_hostname=self.host if self.tls else None,
                 )
+                self._all.add(conn)
                 return conn
             except OSError as exc:
                 error = exc
@@ -568,6 +570,7 @@ class Pool:
     def forget(self, conn: _Connection) -> None:
         """A connection that closed."""
         self._open -= 1
+        self._all.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
         self._wake()
@@ -593,12 +596,12 @@ class Pool:
             self._sweep = loop.call_at(oldest + self.keepalive_s, self._close_old)
 
     async def close(self) -> None:
-        """Close the idle connections; the busy ones close when their answers end."""
+        """Close every connection, cutting off answers still arriving."""
         self.closed = True
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        for conn in list(self._idle):
+        for conn in list(self._all):
             conn.abort()
         while self._waiters:
             waiter = self._waiters.popleft()
