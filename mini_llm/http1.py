@@ -66,6 +66,7 @@ class Answer:
         "_conn",
         "_eof",
         "_error",
+        "_size",
         "_waiter",
         "content_length",
         "content_type",
@@ -88,6 +89,7 @@ class Answer:
         length = headers.get("Content-Length")
         self.content_length = int(length) if length is not None and length.isdigit() else None
         self._chunks: list[bytes] = []
+        self._size = 0  # bytes in _chunks
         self._eof = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -114,6 +116,7 @@ class Answer:
                 self._waiter = None
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
+        self._size = 0
         conn = self._conn
         if conn is not None and conn.paused:
             conn.resume()
@@ -138,11 +141,14 @@ class Answer:
 
     # Called by the connection.
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> int:
+        """Add body bytes; how many are now waiting to be read."""
         self._chunks.append(data)
+        self._size += len(data)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        return self._size
 
     def _end(self, error: BaseException | None) -> None:
         self._conn = None
@@ -154,12 +160,29 @@ class Answer:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _buffered(self) -> int:
-        return sum(map(len, self._chunks))
-
 
 class _Connection(asyncio.Protocol):
     """One upstream connection, reading one answer at a time."""
+
+    __slots__ = (
+        "_answer",
+        "_head",
+        "_keep",
+        "_last_data",
+        "_left",
+        "_no_body",
+        "_read_s",
+        "_rest",
+        "_state",
+        "_timer",
+        "_wait_from",
+        "closed",
+        "idle_since",
+        "loop",
+        "paused",
+        "pool",
+        "transport",
+    )
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
@@ -364,9 +387,9 @@ class _Connection(asyncio.Protocol):
         answer = self._answer
         if answer is None:
             return
-        answer._feed(data)
+        waiting = answer._feed(data)
         transport = self.transport
-        if not self.paused and transport is not None and answer._buffered() > HIGH_WATER_BYTES:
+        if waiting > HIGH_WATER_BYTES and not self.paused and transport is not None:
             self.paused = True
             transport.pause_reading()
 
@@ -383,7 +406,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.paused:
             self.resume()
-        if self._keep and not self._rest:
+        if self._keep:  # bytes after the body, if any, close it then (see _parse)
             self.pool.release(self)
         else:
             self.abort()
