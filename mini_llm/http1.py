@@ -1,9 +1,11 @@
 """The upstream client: HTTP/1.1 over pooled keep-alive connections, bodies read as they come.
 
-A proxied call needs little of a general HTTP client: no cookies, redirects, URL parsing,
-default headers or tracing. This one writes the request in one go, parses the status line
-and headers, hands the body over as it arrives (by Content-Length, chunked, or until the
-upstream closes), and puts the connection back in its pool the moment the body is complete.
+A proxied call needs little of a general HTTP client: no redirects, URL parsing, default
+headers or tracing; no cookie jar (a cookie set in one client's answer is never sent with
+another's request) and no decompression (compressed bodies pass through untouched). This
+one writes the request in one go, parses the status line and headers, hands the body over
+as it arrives (by Content-Length, chunked, or until the upstream closes), and puts the
+connection back in its pool the moment the body is complete.
 
 Failures are aiohttp's exception types, so callers tell them apart as they would for
 aiohttp's own client: a refused or unresolvable connection is `UpstreamUnreachable`, a
@@ -490,7 +492,9 @@ class Pool:
     ) -> bytes:
         if not _TARGET.fullmatch(target):
             target = quote(target, safe=_TARGET_SAFE)
-        lines = [f"{method} {target} HTTP/1.1", self._host_line]
+        lines = [f"{method} {target} HTTP/1.1"]
+        if not any(len(name) == 4 and name.lower() == "host" for name, _ in headers):
+            lines.append(self._host_line)  # unless the table's headers set their own
         lines += [f"{name}: {value}" for name, value in headers]
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             lines.append(f"Content-Length: {len(body)}")

@@ -562,6 +562,15 @@ async def test_a_target_with_unsafe_characters_is_percent_encoded(json_server: S
     await upstream.close()
 
 
+async def test_a_host_header_given_replaces_the_url_s(json_server: Scripted) -> None:
+    upstream = pool(json_server.url)
+    await (await upstream.request("POST", "/", [("host", "api.example.test")], b"", 5, 5)).read()
+    head = json_server.exchanges[0].head.lower()
+    assert head.count(b"\r\nhost:") == 1
+    assert json_server.exchanges[0].header("Host") == "api.example.test"
+    await upstream.close()
+
+
 @pytest.mark.parametrize(
     ("url", "host"),
     [
