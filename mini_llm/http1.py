@@ -18,6 +18,8 @@ timeout `aiohttp.SocketTimeoutError`, a connection closed before the answer
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import math
 import re
 import socket
 import ssl
@@ -468,6 +470,11 @@ class Pool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
         self._addresses: tuple[float, list[tuple[Any, ...]]] | None = None
+        try:  # an address needs no lookup (nor the thread pool that lookups run in)
+            ipaddress.ip_address(self.host)
+            self._addresses = (math.inf, [(self.host, self.port)])
+        except ValueError:
+            pass
 
     async def request(
         self,
