@@ -115,14 +115,29 @@ async def floor(s: Setting) -> Running:
     )
 
 
-def mini_llm_table(mock_url: str, target: str) -> str:
+# Variants of mini-llm's table, each putting one feature on the measured path.
+VARIANTS = {
+    "plain": "",
+    # The client speaks OpenAI's format, the provider Anthropic's: both ways translated.
+    "translated": "the provider speaks Anthropic's format: both ways translated",
+    # Every request after the first of its kind is answered from the cache.
+    "cached": "response cache on: every repeated request is a hit",
+}
+
+
+def mini_llm_table(mock_url: str, target: str, variant: str = "plain") -> str:
+    if variant == "translated":
+        provider = "    format: anthropic\n    auth: {style: header, header: x-api-key}\n"
+    else:
+        provider = "    auth: bearer\n"
     return (
         "version: 1\n"
         "server: {reload: true}\n"
-        "providers:\n"
+        + ("cache: {enabled: true}\n" if variant == "cached" else "")
+        + "providers:\n"
         "  mock:\n"
         f"    base_url: {mock_url}/v1\n"
-        "    auth: bearer\n"
+        f"{provider}"
         f"    keys: [{KEY}, sk-bench-2]\n"
         "routes:\n"
         "  aliases:\n"
@@ -130,20 +145,23 @@ def mini_llm_table(mock_url: str, target: str) -> str:
     )
 
 
-def mini_llm(workers: int, src: Path | None = None, loop: str = "asyncio") -> Starter:
+def mini_llm(
+    workers: int, src: Path | None = None, loop: str = "asyncio", variant: str = "plain"
+) -> Starter:
     """mini-llm from this checkout, or from another source tree `src` (A/B of a hot-path fix).
 
     `loop`: "asyncio" serves on asyncio's own loop even where uvloop is installed (a module
     named uvloop that fails to import comes first on the path, workers included); "uvloop"
-    on uvloop, as `pip install 'mini-llm[fast]'` does.
+    on uvloop, as `pip install 'mini-llm[fast]'` does. `variant`: one of VARIANTS.
     """
     root = src or REPO_ROOT
     name = ("mini-llm" if workers == 1 else f"mini-llm-w{workers}") + ("-alt" if src else "")
     name += "-uvloop" if loop == "uvloop" else ""
+    name += "" if variant == "plain" else f"-{variant}"
 
     async def start(s: Setting) -> Running:
         config = s.workdir / name / "mini-llm.yaml"
-        _write(config, mini_llm_table(s.mock_url, UPSTREAM_MODEL))
+        _write(config, mini_llm_table(s.mock_url, UPSTREAM_MODEL, variant))
         cmd = [sys.executable, "-m", "mini_llm", "serve", "-c", str(config), "--port", "0"]
         if workers > 1:
             cmd += ["--workers", str(workers)]
@@ -161,7 +179,7 @@ def mini_llm(workers: int, src: Path | None = None, loop: str = "asyncio") -> St
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MINI_LLM")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
         cpus = s.gateway_cpus if workers == 1 else s.all_cpus
-        notes = [f"on {loop}"]
+        notes = [f"on {loop}"] + ([VARIANTS[variant]] if VARIANTS[variant] else [])
         if workers > 1:
             notes.append(f"{workers} workers on cores {cpus or 'any'} (shared with load + mock)")
         if src is not None:
@@ -179,11 +197,15 @@ def mini_llm(workers: int, src: Path | None = None, loop: str = "asyncio") -> St
             note="; ".join(notes),
         )
         # The mock echoes the model it was sent: proof that the alias rewrite is on the path.
-        if f'"model":"{UPSTREAM_MODEL}"' not in running.first_body:
+        # A translated answer names the model the client asked for; its id is the one the
+        # mock gives Anthropic answers: proof that the request went there.
+        translated = variant == "translated"
+        proof = '"id": "msg_mock"' if translated else f'"model":"{UPSTREAM_MODEL}"'
+        if proof not in running.first_body:
             await running.stop()
-            raise SetupError(f"{name} did not send the upstream model: {running.first_body[:200]}")
+            raise SetupError(f"{name} did not reach the upstream model: {running.first_body[:200]}")
         running.config = config
-        running.render = lambda target: mini_llm_table(s.mock_url, target)
+        running.render = lambda target: mini_llm_table(s.mock_url, target, variant)
         return running
 
     return start
@@ -410,5 +432,8 @@ def registry(workers: int, alt_src: Path | None = None) -> dict[str, Starter]:
         starters["mini-llm-alt"] = mini_llm(1, alt_src)
     if workers > 1:
         starters[f"mini-llm-w{workers}"] = mini_llm(workers)
+    for variant in VARIANTS:
+        if variant != "plain":
+            starters[f"mini-llm-{variant}"] = mini_llm(1, variant=variant)
     starters.update({"nginx": nginx, "litellm": litellm, "portkey": portkey})
     return starters
