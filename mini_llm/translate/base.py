@@ -73,9 +73,13 @@ def as_str(value: Any, field: str) -> str:
     return value
 
 
+# Made once: json.dumps with options builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(doc: Any) -> str:
     """Compact JSON, as both providers write it."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT.encode(doc)
 
 
 def as_int(value: Any) -> int:

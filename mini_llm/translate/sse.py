@@ -33,6 +33,12 @@ class EventReader:
             self._started = True
             buf = buf.removeprefix(b"\xef\xbb\xbf")
         events: list[Event] = []
+        if b"\r" not in buf:  # the usual case: lines end at \n alone, split them at once
+            lines = buf.split(b"\n")
+            self._tail = lines.pop()
+            for line in lines:
+                self._line(line.decode("utf-8", "replace"), events)
+            return events
         pos = 0
         while (match := _EOL.search(buf, pos)) is not None:
             end = match.start()
