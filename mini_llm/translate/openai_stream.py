@@ -13,6 +13,7 @@ from .sse import Event, encode
 from .stream import StreamTranslator
 
 _DONE = b"data: [DONE]\n\n"
+_TEXT_CHOICE = {"index": 0, "delta": {"content": ""}, "logprobs": None, "finish_reason": None}
 
 
 class AnthropicToOpenAIStream(StreamTranslator):
@@ -30,6 +31,7 @@ class AnthropicToOpenAIStream(StreamTranslator):
         self._usage: JSON = {}
         self._tools: dict[Any, int] = {}  # Anthropic block index -> OpenAI tool call index
         self._finished = False
+        self._around_text: tuple[str, str] | None = None  # a text chunk's JSON, but the text
 
     def _event(self, event: Event) -> bytes:
         try:
@@ -56,6 +58,19 @@ class AnthropicToOpenAIStream(StreamTranslator):
             return self.fail(message or "the provider's stream failed", kind=error_type, code=None)
         return b""  # content_block_stop and anything new carry nothing for OpenAI
 
+    def _text(self, text: str) -> bytes:
+        """A content chunk: the same bytes as `_chunk({"content": text})`, the envelope made once.
+
+        Text deltas are most of a stream, and all that changes between them is the text.
+        """
+        if self._around_text is None:
+            whole = dumps(self._envelope([_TEXT_CHOICE]))
+            # Strings inside are escaped, so this is the structure's own, and the first.
+            head, _, tail = whole.partition('"content":""')
+            self._around_text = (head + '"content":', tail)
+        head, tail = self._around_text
+        return encode(head + dumps(text) + tail)
+
     def _chunk(self, delta: JSON, finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return encode(dumps(self._envelope([choice])))
@@ -72,6 +87,7 @@ class AnthropicToOpenAIStream(StreamTranslator):
     def _message_start(self, doc: JSON) -> bytes:
         message = obj(doc.get("message"))
         self._id = str(message.get("id") or "")
+        self._around_text = None
         self._merge_usage(message.get("usage"))
         return self._chunk({"role": "assistant", "content": ""})
 
@@ -80,7 +96,7 @@ class AnthropicToOpenAIStream(StreamTranslator):
         if not isinstance(block, dict):
             return b""
         if block.get("type") == "text" and block.get("text"):
-            return self._chunk({"content": block["text"]})
+            return self._text(block["text"])
         if block.get("type") != "tool_use":
             return b""  # thinking and the like never reach the answer
         number = self._tools[doc.get("index")] = len(self._tools)
@@ -98,7 +114,7 @@ class AnthropicToOpenAIStream(StreamTranslator):
         if not isinstance(delta, dict):
             return b""
         if delta.get("type") == "text_delta" and delta.get("text"):
-            return self._chunk({"content": delta["text"]})
+            return self._text(delta["text"])
         fragment = delta.get("partial_json")
         if delta.get("type") == "input_json_delta" and fragment and doc.get("index") in self._tools:
             call = {"index": self._tools[doc.get("index")], "function": {"arguments": fragment}}

@@ -414,6 +414,28 @@ def test_byte_by_byte_feeding_holds_back_only_the_unfinished_event() -> None:
     assert translator.complete and translator.close() == b""
 
 
+@given(model=st.text(), message_id=st.text(), text=st.text(min_size=1))
+def test_a_text_chunk_is_the_json_of_its_whole_document(
+    model: str, message_id: str, text: str
+) -> None:
+    # Text chunks reuse the envelope's JSON; the bytes must be those of the whole document.
+    start = {**MESSAGE_START, "message": {**MESSAGE_START["message"], "id": message_id}}
+    translator = AnthropicToOpenAIStream(model, created=3)
+    raw = anthropic_sse(start, block_delta(0, {"type": "text_delta", "text": text}))
+    out = translator.feed(raw)
+    expected = {
+        "id": message_id,
+        "object": "chat.completion.chunk",
+        "created": 3,
+        "model": model,
+        "choices": [
+            {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+        ],
+    }
+    compact = json.dumps(expected, ensure_ascii=False, separators=(",", ":"))
+    assert out.split(b"\n\n")[1] == b"data: " + compact.encode()
+
+
 # The SSE reader ----------------------------------------------------------------------------------
 
 
