@@ -1,6 +1,8 @@
-"""Rate limits, the response cache, and state shared by two gateways on one real Redis."""
+"""Rate limits, the response cache, and state shared by gateways on one real Redis."""
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 import pytest
@@ -147,6 +149,36 @@ def test_replicas_share_limits_cache_and_cooldowns_through_redis(
     answer = post(two, "keyed:k", headers={"Cache-Control": "no-store"})
     assert answer.status_code == 429 and answer.json()["error"]["code"] == "all_keys_resting"
     assert len(upstream.requests) == before  # nothing tried: every key rests everywhere
+
+
+def test_three_replicas_hold_one_limit_under_concurrent_load_and_share_the_cache(
+    start_gateway: GatewayFactory, upstream: MockUpstream, redis_server: RedisServer
+) -> None:
+    text = table(upstream, redis_server.url).replace("limits: {rpm: 2}", "limits: {rpm: 5}")
+    replicas = [start_gateway(text, name=f"replica-{n}.yaml") for n in range(3)]
+    headers = {"x-mini-llm-key": "other-key-0123456789abcd", "Cache-Control": "no-store"}
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            calls = [
+                client.post(
+                    gateway.url + "/v1/chat/completions",
+                    json={"model": "capped", "messages": []},
+                    headers=headers,
+                )
+                for gateway in replicas
+                for _ in range(4)
+            ]
+            return [answer.status_code for answer in await asyncio.gather(*calls)]
+
+    # 12 requests at once, 4 to each replica: 5 rpm in all, not 5 per replica
+    assert sorted(asyncio.run(burst())) == [200] * 5 + [429] * 7
+    assert len(upstream.requests) == 5
+    # an answer one replica stored is a hit in each of the other two
+    assert post(replicas[0], "spare:y", temperature=1).headers["x-mini-llm-cache"] == "miss"
+    cached = [post(g, "spare:y", temperature=1).headers["x-mini-llm-cache"] for g in replicas[1:]]
+    assert cached == ["hit", "hit"]
+    assert len(upstream.requests) == 6
 
 
 def test_a_dead_redis_never_fails_a_request(
