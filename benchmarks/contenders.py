@@ -54,10 +54,13 @@ class Running:
     render: Callable[[str], str] | None = None  # routing table text for a given upstream model
     extra: dict[str, object] = field(default_factory=dict)
     first_body: str = ""  # the first proxied answer, to check what reached the upstream
+    companions: list[Proc] = field(default_factory=list)  # what it needs, e.g. a redis-server
 
     async def stop(self) -> None:
         if self.proc is not None:
             await self.proc.stop()
+        for companion in self.companions:
+            await companion.stop()
 
 
 Starter = Callable[[Setting], Awaitable[Running]]
@@ -122,18 +125,23 @@ VARIANTS = {
     "translated": "the provider speaks Anthropic's format: both ways translated",
     # Every request after the first of its kind is answered from the cache.
     "cached": "response cache on: every repeated request is a hit",
+    # Every request is counted against the provider's limit in Redis (never reached).
+    "redis": "a provider limit counted in a redis-server of its own (unpinned)",
 }
 
 
-def mini_llm_table(mock_url: str, target: str, variant: str = "plain") -> str:
+def mini_llm_table(mock_url: str, target: str, variant: str = "plain", redis: str = "") -> str:
     if variant == "translated":
         provider = "    format: anthropic\n    auth: {style: header, header: x-api-key}\n"
     else:
         provider = "    auth: bearer\n"
+    if variant == "redis":
+        provider += "    limits: {rpm: 100000000}\n"
     return (
         "version: 1\n"
         "server: {reload: true}\n"
         + ("cache: {enabled: true}\n" if variant == "cached" else "")
+        + (f"state: {{redis: {redis}}}\n" if redis else "")
         + "providers:\n"
         "  mock:\n"
         f"    base_url: {mock_url}/v1\n"
@@ -160,8 +168,20 @@ def mini_llm(
     name += "" if variant == "plain" else f"-{variant}"
 
     async def start(s: Setting) -> Running:
+        redis, redis_url = await _redis_server() if variant == "redis" else (None, "")
+        try:
+            running = await _start(s, redis_url)
+        except BaseException:
+            if redis is not None:
+                await redis.stop()
+            raise
+        if redis is not None:
+            running.companions.append(redis)
+        return running
+
+    async def _start(s: Setting, redis_url: str) -> Running:
         config = s.workdir / name / "mini-llm.yaml"
-        _write(config, mini_llm_table(s.mock_url, UPSTREAM_MODEL, variant))
+        _write(config, mini_llm_table(s.mock_url, UPSTREAM_MODEL, variant, redis_url))
         cmd = [sys.executable, "-m", "mini_llm", "serve", "-c", str(config), "--port", "0"]
         if workers > 1:
             cmd += ["--workers", str(workers)]
@@ -205,10 +225,35 @@ def mini_llm(
             await running.stop()
             raise SetupError(f"{name} did not reach the upstream model: {running.first_body[:200]}")
         running.config = config
-        running.render = lambda target: mini_llm_table(s.mock_url, target, variant)
+        running.render = lambda target: mini_llm_table(s.mock_url, target, variant, redis_url)
         return running
 
     return start
+
+
+async def _redis_server() -> tuple[Proc, str]:
+    """A redis-server of the run's own on a free port, and its URL, once it answers PING."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SetupError("redis-server not found (apt-get install -y redis-server)")
+    port = free_port()
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = await Proc.spawn("redis", cmd, cpus=None)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PING\r\n")
+            pong = await reader.readline()
+            writer.close()
+            if pong.startswith(b"+PONG"):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            await proc.stop()
+            raise SetupError(f"redis-server did not answer within 10 s; {proc.tail()}")
+        await asyncio.sleep(0.05)
 
 
 def _nginx_conf(prefix: Path, port: int, mock_url: str) -> str:
