@@ -82,9 +82,8 @@ def response_headers(
     request_id: str,
     route: str,
     extra: Mapping[str, str] | None = None,
-    cors_origin: str | None = None,
 ) -> CIMultiDict[str]:
-    """The upstream's headers minus hop-by-hop ones, plus the gateway's own (and CORS)."""
+    """The upstream's headers minus hop-by-hop ones, plus the gateway's own."""
     headers = CIMultiDict(upstream.headers)
     upstream_id = headers.get("x-request-id")
     for name in _RESPONSE_DROP:
@@ -96,7 +95,6 @@ def response_headers(
     headers["x-mini-llm-route"] = route
     if extra:
         headers.update(extra)
-    add_cors_headers(cors_origin, headers)
     return headers
 
 
@@ -125,7 +123,7 @@ async def relay(
         return await _translated(
             request, upstream, provider, request_id, route, translation, since, extra, cors_origin
         )
-    headers = response_headers(upstream, request_id, route, extra, cors_origin)
+    headers = response_headers(upstream, request_id, route, extra)
     event_stream = upstream.content_type == "text/event-stream"
     if event_stream:
         headers["Cache-Control"] = "no-cache"
@@ -142,6 +140,7 @@ async def relay(
     waited = 0.0
     first_byte_at: float | None = None
     headers[OVERHEAD_HEADER] = f"{(clock() - since) * 1000:.2f}"
+    add_cors_headers(cors_origin, headers)  # sent before the front door sees it
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     read = upstream.content.readany
     feed = scanner.feed if scanner is not None else None
@@ -245,12 +244,13 @@ async def _translated(
     cors_origin: str | None = None,
 ) -> Relayed:
     """An answer in the provider's format, rewritten into the client's as it arrives."""
-    headers = response_headers(upstream, request_id, route, extra, cors_origin)
+    headers = response_headers(upstream, request_id, route, extra)
     for name in RESPONSE_HEADERS_TO_DROP:
         headers.popall(name, None)
     if translation.dropped:
         headers[DROPPED_HEADER] = ", ".join(translation.dropped)
     if upstream.status < 400 and upstream.content_type == "text/event-stream":
+        add_cors_headers(cors_origin, headers)  # sent before the front door sees it
         return await _translated_stream(request, upstream, provider, headers, translation, since)
     body, waited = await _read_whole(upstream, provider)
     encoding = upstream.headers.get("Content-Encoding")
