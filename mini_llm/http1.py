@@ -464,8 +464,8 @@ class Pool:
         self.limit = limit
         self.keepalive_s = keepalive_s
         self.closed = False
-        self._open = 0  # connections open or being opened
-        self._all: set[_Connection] = set()
+        self._all: set[_Connection] = set()  # open: idle or busy
+        self._connecting = 0
         self._idle: list[_Connection] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
@@ -532,7 +532,7 @@ class Pool:
         if self.closed:
             raise UpstreamUnreachable("the connection pool is closed")
         loop = asyncio.get_running_loop()
-        while self.limit and self._open >= self.limit:
+        while not self._has_room():
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -544,20 +544,22 @@ class Pool:
             conn = self._take_idle()
             if conn is not None:
                 return conn
-        self._open += 1
+        self._connecting += 1
         try:
             return await asyncio.wait_for(self._open_connection(loop), timeout)
         except asyncio.TimeoutError:
-            self._opened_none()
             raise aiohttp.ConnectionTimeoutError(
                 f"Connection timeout to host {self.host}:{self.port}"
             ) from None
         except OSError as exc:
-            self._opened_none()
             raise UpstreamUnreachable(f"Cannot connect to {self.host}:{self.port}: {exc}") from None
-        except BaseException:
-            self._opened_none()
-            raise
+        finally:
+            self._connecting -= 1
+            if self._has_room():  # this one failed: the next in line may try
+                self._wake()
+
+    def _has_room(self) -> bool:
+        return not self.limit or len(self._all) + self._connecting < self.limit
 
     async def _open_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         error: OSError | None = None
@@ -586,10 +588,6 @@ class Pool:
         self._addresses = (now + DNS_TTL_S, addresses)
         return addresses
 
-    def _opened_none(self) -> None:
-        self._open -= 1
-        self._wake()
-
     def release(self, conn: _Connection) -> None:
         """A connection whose answer is complete: kept for the next request."""
         if self.closed:
@@ -603,7 +601,6 @@ class Pool:
 
     def forget(self, conn: _Connection) -> None:
         """A connection that closed."""
-        self._open -= 1
         self._all.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)

@@ -101,6 +101,10 @@ class _Histogram:
         self.counts = [0] * (len(bounds) + 1)  # the last one: +Inf
         self.total = 0.0
 
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
     def flush(self) -> None:
         """Into the prometheus child: per-bucket counts, as its own observe() keeps them."""
         counts = self.counts
@@ -280,20 +284,13 @@ class Metrics:
             series = self._series[key] = _Series(self, key)
         statuses = series.statuses
         statuses[status] = statuses.get(status, 0) + 1
-        # (_Histogram.observe, inlined: this runs for every request.)
-        hist = series.duration
-        hist.counts[bisect_left(hist.bounds, duration)] += 1
-        hist.total += duration
+        series.duration.observe(duration)
         if first_byte is not None:  # None: the client left first
-            hist = series.first_byte
-            hist.counts[bisect_left(hist.bounds, first_byte)] += 1
-            hist.total += first_byte
+            series.first_byte.observe(first_byte)
         if served is None:
             return
-        hist = series.overhead or series.add_overhead(self.overhead.labels(api))
-        overhead = max(duration - served.waited, 0.0)
-        hist.counts[bisect_left(hist.bounds, overhead)] += 1
-        hist.total += overhead
+        overhead = series.overhead or series.add_overhead(self.overhead.labels(api))
+        overhead.observe(max(duration - served.waited, 0.0))
         tries = self._tries
         for tried in served.outcomes:
             tries[tried] = tries.get(tried, 0) + 1

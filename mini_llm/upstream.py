@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
 
 from .config import Provider
 from .masking import looks_secret, mask
@@ -57,7 +57,7 @@ class Upstream:
         self.provider = provider
         parts = urlsplit(provider.base_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._path = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
+        self._path = parts.path.rstrip("/")  # the client (http1) encodes what must be
         self._query = tuple(parse_qsl(parts.query, keep_blank_values=True)) + provider.query
         auth = provider.auth
         self._auth_header: str | None = None

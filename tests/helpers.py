@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
@@ -177,6 +178,16 @@ def wait_for(condition: Callable[[], object], timeout: float = 3.0) -> float:
         if condition():
             return time.monotonic() - started
         time.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 3.0) -> float:
+    """`wait_for` on the running event loop, for a state no event signals."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        await asyncio.sleep(0.002)
     raise AssertionError(f"condition not met within {timeout}s")
 
 

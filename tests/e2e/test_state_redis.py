@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from mini_llm.config import Cooldown
 from mini_llm.state import Budget, RedisState
 
-from ..helpers import RedisServer, free_port
+from ..helpers import RedisServer, eventually, free_port
 
 KEYS = ("sk-aaaaaaaaaaaaaaaa1111", "sk-bbbbbbbbbbbbbbbb2222")
 Replicas = Callable[..., Awaitable[RedisState]]
@@ -35,15 +35,6 @@ async def replicas(redis_server: RedisServer) -> AsyncIterator[Replicas]:
     yield start
     for state in started:
         await state.close()
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 3.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 async def timed(call: Awaitable[object]) -> tuple[object, float]:

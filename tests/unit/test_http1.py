@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from mini_llm import http1
 from mini_llm.errors import upstream_failure
 
+from ..helpers import eventually
+
 Answerer = Callable[["Exchange"], Awaitable[None]]
 
 
@@ -108,15 +110,6 @@ class Scripted:
             self.closed_count += 1
             self.closed.set()
             writer.close()
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a state the code under test signals no event for."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "the condition never came"
-        await asyncio.sleep(0.01)
 
 
 def pool(url: str, limit: int = 10, keepalive_s: float = 30.0) -> http1.Pool:
@@ -451,7 +444,7 @@ async def test_a_cancelled_request_closes_its_connection() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.wait_for(server.closed.wait(), 5)
-        assert upstream._open == 0
+        assert not upstream._all and not upstream._connecting
         await upstream.close()
 
 
@@ -541,7 +534,7 @@ async def test_a_refused_connection_is_unreachable(unused_port: int) -> None:
     upstream = pool(f"http://127.0.0.1:{unused_port}")
     with pytest.raises(http1.UpstreamUnreachable) as raised:
         await ask(upstream)
-    assert upstream._open == 0
+    assert not upstream._all and not upstream._connecting
     await upstream.close()
     refused = upstream_failure("local", raised.value)
     assert (refused.status, refused.code) == (502, "upstream_unreachable")
